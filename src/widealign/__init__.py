@@ -1,0 +1,27 @@
+"""widealign: train wide neural networks without backpropagation.
+
+The public API re-exports the pieces most users need; everything else lives in the subpackages
+``models``, ``rules``, ``data``, ``train``, ``diagnostics`` and ``experiments``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("widealign")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from widealign.models import MLP, RNN, ConvNet, TwoLayer, synaptic_layers  # noqa: E402
+from widealign.rules import RULES, Rule, make_rule  # noqa: E402
+
+__all__ = [
+    "MLP",
+    "RNN",
+    "RULES",
+    "ConvNet",
+    "Rule",
+    "TwoLayer",
+    "__version__",
+    "make_rule",
+    "synaptic_layers",
+]

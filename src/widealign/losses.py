@@ -1,0 +1,52 @@
+"""Loss functions by name, and the error ``e = dL/df`` that every rule starts from.
+
+``mse`` is the paper's loss, ``mean((f - y)^2)`` over batch and outputs. ``ce`` is cross-entropy
+against the target's argmax. ``sequence-mse`` is the Add task's ``sum_t mean_batch (o_t - y_t)^2``
+(outputs of shape batch x time x 1; summed over outputs too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def mse(f: Tensor, y: Tensor) -> Tensor:
+    """The paper's squared error, averaged over batch and outputs."""
+    return (f - y).square().mean()
+
+
+def cross_entropy(f: Tensor, y: Tensor) -> Tensor:
+    """Softmax cross-entropy; ``y`` may be class indices or (shifted) one-hot rows."""
+    return F.cross_entropy(f, y if y.dim() == 1 else y.argmax(-1))
+
+
+def sequence_mse(f: Tensor, y: Tensor) -> Tensor:
+    """Sum over time (and outputs) of the batch-mean squared error (SPEC section 5, Add task)."""
+    return (f - y).square().sum(dim=tuple(range(1, f.dim()))).mean()
+
+
+LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "sequence-mse": sequence_mse}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A loss function from its name (or the function itself)."""
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[loss]
+
+
+def loss_and_error(loss_fn: Loss, f: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The loss at ``f`` and the error ``e = dL/df`` (detached), without touching ``f``'s graph."""
+    f = f.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(f, y)
+        (e,) = torch.autograd.grad(loss, f)
+    return loss.detach(), e

@@ -1,0 +1,30 @@
+"""Networks built from synaptic layers (SPEC section 2)."""
+
+from widealign.models.layers import (
+    BatchAxisNorm,
+    Conv2d,
+    Dense,
+    Route,
+    Synaptic,
+    routed,
+    same_padding,
+    synaptic_layers,
+)
+from widealign.models.networks import CONV_PRESETS, MLP, NORMS, RNN, ConvNet, TwoLayer
+
+__all__ = [
+    "BatchAxisNorm",
+    "CONV_PRESETS",
+    "Conv2d",
+    "ConvNet",
+    "Dense",
+    "MLP",
+    "NORMS",
+    "RNN",
+    "Route",
+    "Synaptic",
+    "TwoLayer",
+    "routed",
+    "same_padding",
+    "synaptic_layers",
+]

@@ -1,0 +1,313 @@
+"""Synaptic layers (SPEC section 2) and the one feedback-aware op they all use.
+
+A *synaptic layer* computes ``y = scale * (W x) + b`` (a dense product or a convolution), with
+``scale = 1/sqrt(fan_in)`` under the NTK parameterisation and ``1`` under the standard one.
+Everything between two synaptic layers (normalisation, activation, pooling) is neuron-local and is
+built from ordinary torch ops.
+
+Learning rules differ in two things only, and a synaptic layer exposes exactly those two:
+
+* the tensor it receives as input (a rule may stop its gradient, record it, or inject another
+  network's value), and
+* the matrix ``B`` that carries the error backwards: ``grad_x = scale * B^T grad_y``. Backprop uses
+  ``B = W``; feedback alignment uses a fixed random ``B``; Align-prop uses ``B = W(0)``.
+
+The weight gradient is always the true local one, ``grad_W = scale * grad_y x^T``. The op saves the
+input only when the weight needs a gradient and ``B`` only when the input needs one, so a rule
+whose ``B`` is not the current weight never keeps the current weight for its backward pass (a test
+checks this with ``torch.autograd.graph.saved_tensors_hooks``).
+
+A rule changes those two things for the duration of one pass with :func:`routed`, which gives every
+synaptic layer of a model a :class:`Route` and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+class _DenseOp(torch.autograd.Function):
+    """``y = scale * x W^T + b`` whose input gradient is ``scale * grad_y B``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float) -> Tensor:
+        y = F.linear(x, weight) * scale
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, bias, feedback, scale = inputs
+        ctx.scale = scale
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(
+            x if ctx.needs_input_grad[1] else None,
+            feedback if ctx.needs_input_grad[0] else None,
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple:
+        x, feedback = ctx.saved_tensors
+        g = grad_y * ctx.scale
+        grad_x = g @ feedback if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        grad_b = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _Conv2dOp(torch.autograd.Function):
+    """``y = scale * conv(x, W) + b`` (x already padded) whose input gradient uses ``B``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float, stride: int
+    ) -> Tensor:
+        y = F.conv2d(x, weight, None, stride) * scale
+        return y if bias is None else y + bias[:, None, None]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, bias, feedback, scale, stride = inputs
+        ctx.scale, ctx.stride = scale, stride
+        ctx.x_shape, ctx.w_shape = x.shape, weight.shape
+        ctx.save_for_backward(
+            x if ctx.needs_input_grad[1] else None,
+            feedback if ctx.needs_input_grad[0] else None,
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple:
+        x, feedback = ctx.saved_tensors
+        g = grad_y * ctx.scale
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(ctx.x_shape, feedback, g, ctx.stride)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv2d_weight(x, ctx.w_shape, g, ctx.stride)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class Route:
+    """What a learning rule changes in the synaptic layers during one pass.
+
+    ``index`` is the layer's position in :func:`synaptic_layers` order. The defaults give backprop.
+    """
+
+    def input(self, index: int, x: Tensor) -> Tensor:
+        """The tensor synaptic layer ``index`` computes with, given its input ``x``."""
+        return x
+
+    def feedback(self, index: int, layer: Synaptic) -> Tensor:
+        """The matrix that carries the error back through layer ``index`` (``W`` for backprop)."""
+        return layer.weight
+
+
+class Synaptic(nn.Module):
+    """Base class of the synaptic layers: a weight in PyTorch layout, an optional bias, a scale.
+
+    Args:
+        fan_in: inputs per output unit (``k*k*C_in`` for a ``k x k`` convolution).
+        parameterization: ``"ntk"`` (W ~ N(0, 1), forward factor 1/sqrt(fan_in)) or
+            ``"standard"`` (W ~ N(0, 1/fan_in), no factor).
+        scale: overrides the forward factor (for models such as Song et al.'s, whose first layer
+            computes ``w . x`` with no factor).
+    """
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def __init__(self, fan_in: int, parameterization: str, scale: float | None) -> None:
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}"
+            )
+        self.fan_in = fan_in
+        self.parameterization = parameterization
+        if scale is None:
+            scale = 1.0 / math.sqrt(fan_in) if parameterization == "ntk" else 1.0
+        self.scale = float(scale)
+        self._route: tuple[Route, int] | None = None
+
+    @property
+    def init_std(self) -> float:
+        """Standard deviation of the weight distribution at initialisation."""
+        return 1.0 if self.parameterization == "ntk" else 1.0 / math.sqrt(self.fan_in)
+
+    def sample_weight(self, generator: torch.Generator | None = None) -> Tensor:
+        """A fresh draw from the weight's initial distribution (also fa's feedback distribution)."""
+        w = torch.empty_like(self.weight)
+        return w.normal_(0.0, self.init_std, generator=generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """W from the parameterisation's distribution, b = 0 (SPEC section 2)."""
+        with torch.no_grad():
+            self.weight.copy_(self.sample_weight(generator))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def _routed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self._route is None:
+            return x, self.weight
+        route, index = self._route
+        return route.input(index, x), route.feedback(index, self)
+
+
+class Dense(Synaptic):
+    """Dense synaptic layer ``y = scale * W x + b`` acting on the last axis of ``x``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        parameterization: str = "ntk",
+        scale: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check_positive(in_features=in_features, out_features=out_features)
+        super().__init__(in_features, parameterization, scale)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters(generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, feedback = self._routed(x)
+        return _DenseOp.apply(x, self.weight, self.bias, feedback, self.scale)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, {self.parameterization}"
+        )
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding along one axis: (before, after), the odd pixel after.
+
+    The output has ``ceil(size / stride)`` positions; a stride-2 3x3 conv on 28 pads (0, 1).
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2d(Synaptic):
+    """Convolutional synaptic layer with TensorFlow SAME padding, ``fan_in = k*k*C_in``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        bias: bool = True,
+        parameterization: str = "ntk",
+        scale: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check_positive(
+            in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, stride=stride
+        )
+        super().__init__(kernel_size * kernel_size * in_channels, parameterization, scale)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters(generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, feedback = self._routed(x)
+        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
+        x = F.pad(x, (left, right, top, bottom))
+        return _Conv2dOp.apply(x, self.weight, self.bias, feedback, self.scale, self.stride)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, {self.parameterization}"
+        )
+
+
+class BatchAxisNorm(nn.Module):
+    """The paper's normalisation: standardise every unit over the batch axis only.
+
+    ``y = (x - mean_batch(x)) / sqrt(var_batch(x) + eps)`` per channel *and* spatial position,
+    population variance, batch statistics at train and evaluation time alike, no affine parameters.
+    A unit that is constant across the batch (zero image borders) is divided by ``sqrt(eps)``.
+    """
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(0, keepdim=True)
+        var = (x - mean).square().mean(0, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+def synaptic_layers(model: nn.Module) -> list[Synaptic]:
+    """The model's synaptic layers in registration order, which must be forward order.
+
+    The last one is the readout. Any ``nn.Module`` built from these layers works with every rule.
+    """
+    layers = [m for m in model.modules() if isinstance(m, Synaptic)]
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no widealign synaptic layers (widealign.models.Dense or Conv2d)"
+        )
+    return layers
+
+
+@contextlib.contextmanager
+def routed(model: nn.Module, route: Route) -> Iterator[None]:
+    """Give every synaptic layer of ``model`` the ``route`` for the duration of the block."""
+    layers = synaptic_layers(model)
+    if any(layer._route is not None for layer in layers):
+        raise RuntimeError("a learning rule is already attached to this model (nested rule passes)")
+    for index, layer in enumerate(layers):
+        layer._route = (route, index)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._route = None
+
+
+def _check_positive(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def as_list(value: int | Sequence[int], length: int, name: str) -> list[int]:
+    """Broadcast an int to ``length`` entries, or check a sequence has ``length`` entries."""
+    if isinstance(value, int):
+        return [value] * length
+    values = list(value)
+    if len(values) != length:
+        raise ValueError(f"{name} has {len(values)} entries but the network has {length} layers")
+    return values

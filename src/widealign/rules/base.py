@@ -1,0 +1,174 @@
+"""What every learning rule shares: the contract, the rule-state helpers and the input routes.
+
+A rule is an ``nn.Module`` bound to one model. ``rule.backward(x, y)`` runs the forward pass on a
+batch, computes the rule's update and leaves it in the model parameters' ``.grad`` (overwriting
+what was there, like ``zero_grad`` followed by ``loss.backward()``; parameters a rule does not
+train get ``None``). It returns the loss and outputs of the *current* network, so any
+``torch.optim`` optimiser can then apply the update. A rule's state (initial parameters, feedback
+matrices) lives in its buffers: ``rule.state_dict()`` saves it, ``load_state_dict`` restores it.
+The model itself is not a submodule of the rule, so the rule's state dict holds only rule state.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from widealign.losses import Loss, get_loss
+from widealign.models.layers import Route, Synaptic, synaptic_layers
+
+
+class StepResult(NamedTuple):
+    """The current network's loss on the batch and its outputs (both detached)."""
+
+    loss: Tensor
+    output: Tensor
+
+
+class Rule(nn.Module):
+    """Base class: subclasses set ``name`` and implement :meth:`_backward`."""
+
+    name: ClassVar[str]
+    #: Whether the rule handles models that call a synaptic layer more than once per pass.
+    supports_recurrent: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, loss: str | Loss = "mse") -> None:
+        super().__init__()
+        if not self.supports_recurrent and getattr(model, "is_recurrent", False):
+            raise ValueError(f"{self.name} supports feed-forward models only, not {type(model).__name__}")
+        # Stored outside nn.Module's registry so the model's tensors stay out of the rule's state.
+        self.__dict__["model"] = model
+        self.loss_fn = get_loss(loss)
+        self.layers: list[Synaptic] = synaptic_layers(model)
+
+    def backward(self, x: Tensor, y: Tensor) -> StepResult:
+        """Fill the model parameters' ``.grad`` with this rule's update for the batch ``(x, y)``."""
+        for p in self.model.parameters():
+            p.grad = None
+        loss, output = self._backward(x, y)
+        return StepResult(loss.detach(), output.detach())
+
+    def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"model={type(self.model).__name__}, synaptic_layers={len(self.layers)}"
+
+
+class FeedbackState:
+    """Mixin for rules that keep one feedback matrix per synaptic layer, as buffers ``feedback_i``."""
+
+    layers: list[Synaptic]
+
+    def _init_feedback(self, matrices: list[Tensor | None]) -> None:
+        for i, m in enumerate(matrices):
+            self.register_buffer(f"feedback_{i}", None if m is None else m.detach().clone())
+
+    @property
+    def feedback(self) -> list[Tensor | None]:
+        """The feedback matrices in synaptic-layer order (None where a layer has none)."""
+        return [getattr(self, f"feedback_{i}") for i in range(len(self.layers))]
+
+    def set_feedback(self, matrices: list[Tensor | None]) -> None:
+        """Load given feedback matrices (e.g. another implementation's), in synaptic-layer order."""
+        if len(matrices) != len(self.layers):
+            raise ValueError(f"expected {len(self.layers)} feedback matrices, got {len(matrices)}")
+        for i, (old, new) in enumerate(zip(self.feedback, matrices)):
+            if new is None:
+                continue
+            if old is not None and old.shape != new.shape:
+                raise ValueError(f"feedback {i} must have shape {tuple(old.shape)}, got {tuple(new.shape)}")
+            ref = self.layers[i].weight
+            setattr(self, f"feedback_{i}", new.detach().to(ref.device, ref.dtype).clone())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # Lazily created matrices (dfa) exist only after a first pass: allocate them to load into.
+        for name, value in self._buffers.items():
+            if value is None and prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _escape(name: str) -> str:
+    return name.replace(".", ":")
+
+
+class InitialNetwork(nn.Module):
+    """A frozen copy of a model's parameters and buffers, ``theta_0``, held as buffers.
+
+    Buffer names are the model's names with ``.`` written as ``:`` (``convs:0:weight``). The copy
+    is run with ``torch.func.functional_call(model, initial.tensors(), x)``, i.e. the same module
+    with its own activations, derivatives and batch statistics.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.parameter_names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.buffer_names = [n for n, _ in model.named_buffers()]
+        state = dict(model.named_parameters()) | dict(model.named_buffers())
+        for name in self.parameter_names + self.buffer_names:
+            self.register_buffer(_escape(name), state[name].detach().clone())
+
+    def parameters_dict(self) -> dict[str, Tensor]:
+        """theta_0 by the model's parameter names."""
+        return {n: getattr(self, _escape(n)) for n in self.parameter_names}
+
+    def tensors(self) -> dict[str, Tensor]:
+        """theta_0 and the initial network's buffers, ready for ``functional_call``."""
+        return {n: getattr(self, _escape(n)) for n in self.parameter_names + self.buffer_names}
+
+    def set(self, tensors: dict[str, Tensor]) -> None:
+        """Overwrite some of theta_0 (e.g. given initial weights), by the model's names."""
+        for name, value in tensors.items():
+            if name not in self.parameter_names + self.buffer_names:
+                raise KeyError(f"the model has no parameter or buffer named {name!r}")
+            current = getattr(self, _escape(name))
+            if current.shape != value.shape:
+                raise ValueError(f"{name} must have shape {tuple(current.shape)}, got {tuple(value.shape)}")
+            current.copy_(value.detach())
+
+
+class InitialState:
+    """Mixin for rules that run the frozen initial network (align-zero, align-ada)."""
+
+    model: nn.Module
+    layers: list[Synaptic]
+    initial: InitialNetwork
+
+    def initial_parameters(self) -> dict[str, Tensor]:
+        """theta_0 by the model's parameter names."""
+        return self.initial.parameters_dict()
+
+    def initial_weights(self) -> list[Tensor]:
+        """The synaptic layers' initial weights W_l(0), in synaptic-layer order."""
+        ids = {id(p): n for n, p in self.model.named_parameters()}
+        theta0 = self.initial.parameters_dict()
+        return [theta0[ids[id(layer.weight)]] for layer in self.layers]
+
+    def set_initial_parameters(self, tensors: dict[str, Tensor]) -> None:
+        """Replace (part of) theta_0, e.g. to compare with another implementation."""
+        self.initial.set(tensors)
+
+
+class StopGradient(Route):
+    """Every synaptic layer sees ``sg(input)``: only local gradients exist."""
+
+    def input(self, index: int, x: Tensor) -> Tensor:
+        return x.detach()
+
+
+class RecordInputs(Route):
+    """Records every synaptic layer's input (with its graph) and hands the layer ``sg(input)``.
+
+    ``inputs[i]`` lists layer ``i``'s inputs in call order (one per call; an RNN's recurrent layer
+    is called once per time step).
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.inputs: list[list[Tensor]] = [[] for _ in range(num_layers)]
+
+    def input(self, index: int, x: Tensor) -> Tensor:
+        self.inputs[index].append(x)
+        return x.detach()

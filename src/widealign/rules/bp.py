@@ -1,0 +1,19 @@
+"""bp: ordinary backpropagation, ``g = dL/dtheta`` through the current network."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from widealign.rules.base import Rule
+
+
+class Backprop(Rule):
+    """Backprop: every synaptic layer passes ``grad_x = scale * W^T grad_y`` (its own weight)."""
+
+    name = "bp"
+
+    def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        output = self.model(x)
+        loss = self.loss_fn(output, y)
+        loss.backward()
+        return loss, output
