@@ -2,7 +2,8 @@
 
 ``mse`` is the paper's loss, ``mean((f - y)^2)`` over batch and outputs. ``ce`` is cross-entropy
 against the target's argmax. ``sequence-mse`` is the Add task's ``sum_t mean_batch (o_t - y_t)^2``
-(outputs of shape batch x time x 1; summed over outputs too).
+(outputs of shape batch x time x 1; summed over outputs too). ``half-sse`` is
+``(1/2) sum_i (f_i - y_i)^2``, whose error is ``e_i = f_i - y_i`` (Song et al., SPEC section 6).
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ def sequence_mse(f: Tensor, y: Tensor) -> Tensor:
     return (f - y).square().sum(dim=tuple(range(1, f.dim()))).mean()
 
 
-LOSSES: dict[str, Loss] = {"mse": mse, "ce": cross_entropy, "sequence-mse": sequence_mse}
+def half_sse(f: Tensor, y: Tensor) -> Tensor:
+    """Half the summed squared error, so that ``dL/df_i = f_i - y_i`` (full-batch gradient flow)."""
+    return 0.5 * (f - y).square().sum()
+
+
+LOSSES: dict[str, Loss] = {
+    "mse": mse,
+    "ce": cross_entropy,
+    "sequence-mse": sequence_mse,
+    "half-sse": half_sse,
+}
 
 
 def get_loss(loss: str | Loss) -> Loss:
