@@ -43,7 +43,7 @@ class _Inject(Route):
 
 
 class AlignAda(InitialState, Rule):
-    """Error through theta_0, local terms from the current network."""
+    """dW_l = (current local Jacobian)^T delta0_l x current input: error via theta_0, local terms current."""
 
     name = "align-ada"
 

@@ -14,7 +14,7 @@ from widealign.rules.fa import FeedbackAlignment
 
 
 class AlignProp(FeedbackAlignment):
-    """fa with ``B_l = W_l(0)``, copied when the rule is created (when training starts)."""
+    """grad_x = W_l(0)^T grad_y: fa whose feedback is the initial forward weights (copied at creation)."""
 
     name = "align-prop"
 

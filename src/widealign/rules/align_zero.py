@@ -19,7 +19,7 @@ from widealign.rules.base import InitialNetwork, InitialState, Rule
 
 
 class AlignZero(InitialState, Rule):
-    """Backprop through theta_0 with the current network's error."""
+    """g = J_{theta_0}(x)^T e: the current error e backpropagated through the frozen initial network."""
 
     name = "align-zero"
 

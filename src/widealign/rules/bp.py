@@ -8,7 +8,7 @@ from widealign.rules.base import Rule
 
 
 class Backprop(Rule):
-    """Backprop: every synaptic layer passes ``grad_x = scale * W^T grad_y`` (its own weight)."""
+    """g = dL/dtheta: the error travels back through the current weights (grad_x = W^T grad_y)."""
 
     name = "bp"
 

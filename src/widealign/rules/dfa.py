@@ -24,7 +24,7 @@ from widealign.seeding import generator
 
 
 class DirectFeedbackAlignment(FeedbackState, Rule):
-    """DFA; ``feedback_0`` (the network input's slot) is always None."""
+    """dL/du_l = B_l^T e: the output error sent straight to every hidden layer (feedback_0 is None)."""
 
     name = "dfa"
     supports_recurrent = False

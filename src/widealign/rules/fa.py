@@ -27,7 +27,7 @@ class _Feedback(Route):
 
 
 class FeedbackAlignment(FeedbackState, Rule):
-    """Feedback alignment with ``B`` drawn independently from the forward init distribution."""
+    """grad_x = B_l^T grad_y, B_l fixed and drawn independently from the forward init distribution."""
 
     name = "fa"
 

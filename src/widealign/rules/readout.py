@@ -13,7 +13,7 @@ from widealign.rules.base import Rule, StopGradient
 
 
 class Readout(Rule):
-    """Train the readout only (random-features baseline)."""
+    """g_L = dL/dW_L for the readout only; every other layer stays frozen (random features)."""
 
     name = "readout"
 

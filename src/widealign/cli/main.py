@@ -1,0 +1,199 @@
+"""The ``widealign`` command: ``train``, ``compare``, ``bench`` and ``rules``.
+
+Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
+learning rate that is not a positive number, an unwritable output folder) ends with one line on
+stderr, ``widealign: error: ...``, and exit status 2; a diverged run ends with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tqdm.auto import tqdm
+
+from widealign.data import DATASETS
+from widealign.experiments.bench import bench, format_bench
+from widealign.experiments.compare import format_table, run_compare
+from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig
+from widealign.experiments.run import check_writable, train_run
+from widealign.losses import LOSSES
+from widealign.models import CONV_PRESETS, NORMS
+from widealign.models.layers import PARAMETERIZATIONS
+from widealign.rules import RULES
+from widealign.train import EpochRecord
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """A command-line mistake, reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes in one line instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    p.add_argument("--model", choices=MODELS, help="network family (default: the dataset's)")
+    p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
+    p.add_argument("--strides", type=int, nargs="+", help="conv strides, one per layer (overrides --preset)")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers of the mlp (default 2)")
+    p.add_argument("--kernel-size", type=int, default=3)
+    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="ntk")
+    p.add_argument("--norm", choices=NORMS, default="batch-axis", help="conv-net normalisation")
+    p.add_argument("--eps", type=float, default=1e-6, help="normalisation epsilon (default 1e-6)")
+    p.add_argument("--loss", choices=LOSSES, help="default: the paper's (mse; sequence-mse for add)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--lr", type=float, help="learning rate (default: the dataset's, 5 for digits)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="widealign", description="Train wide networks without backprop.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train one rule on one model and dataset")
+    train.add_argument("--rule", default="bp", help=f"one of {', '.join(RULES)} (default bp)")
+    train.add_argument("--width", type=int, nargs="+", help="width, or one per conv layer")
+    _add_run_flags(train)
+    train.add_argument("--out", help="folder for result.json and checkpoint.pt (resumes if present)")
+
+    compare = sub.add_parser("compare", help="several rules x several widths: table and plot")
+    compare.add_argument("--rules", nargs="+", default=list(RULES), help="default: all rules")
+    compare.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
+    _add_run_flags(compare)
+    compare.add_argument("--out", default="results/compare", help="default results/compare")
+
+    b = sub.add_parser("bench", help="time one step of every rule against bp")
+    b.add_argument("--model", choices=("convnet", "mlp"), default="convnet")
+    b.add_argument("--preset", choices=CONV_PRESETS, default="kmnist")
+    b.add_argument("--widths", type=int, nargs="+", default=[64, 256])
+    b.add_argument("--rules", nargs="+", default=list(RULES))
+    b.add_argument("--input-shape", type=int, nargs="+", default=[1, 28, 28], help="C H W (default 1 28 28)")
+    b.add_argument("--batch-size", type=int, default=100)
+    b.add_argument("--repeats", type=int, default=10)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--dtype", choices=DTYPES, default="float32")
+    b.add_argument("--json", help="also write the rows to this JSON file")
+
+    sub.add_parser("rules", help="list the learning rules")
+    return parser
+
+
+def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
+    return RunConfig(
+        dataset=args.dataset, model=args.model, preset=args.preset, strides=args.strides,
+        depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
+        norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        dtype=args.dtype, **fields,
+    )  # fmt: skip
+
+
+def _print_epoch(total: int) -> Any:
+    def show(r: EpochRecord) -> None:
+        acc = "" if r.train_acc is None else f"  train_acc {100 * r.train_acc:5.1f}%"
+        test_acc = "" if r.test_acc is None else f"  test_acc {100 * r.test_acc:5.1f}%"
+        tqdm.write(
+            f"epoch {r.epoch:>3}/{total}  train_loss {r.train_loss:.4f}{acc}  "
+            f"test_loss {r.test_loss:.4f}{test_acc}  ({r.seconds:.1f} s)"
+        )
+
+    return show
+
+
+def _check_rules(rules: Sequence[str]) -> None:
+    for r in rules:
+        if r not in RULES:
+            raise ValueError(f"unknown rule {r!r}; choose one of {', '.join(RULES)}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _check_rules([args.rule])
+    width = None if args.width is None else (args.width[0] if len(args.width) == 1 else args.width)
+    cfg = _config(args, rule=args.rule, width=width).resolved()
+    if args.out is not None:
+        check_writable(args.out)
+    what = f"{cfg.rule} on {cfg.dataset}, {cfg.model} width {cfg.width}, lr {cfg.lr}, seed {cfg.seed}"
+    print(f"widealign train: {what}")
+    show = _print_epoch(cfg.epochs)
+    result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)
+    if result.get("resumed_from_epoch"):
+        print(f"resumed from epoch {result['resumed_from_epoch']}")
+    if result["status"] == "diverged":
+        print(f"widealign: error: {result['error']}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if args.out is not None:
+        print(f"wrote {args.out}/result.json")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _check_rules(args.rules)
+    base = _config(args)
+    for w in args.widths:
+        RunConfig(**{**base.as_dict(), "width": w}).resolved()  # every bad value fails before training
+    rows = run_compare(base, args.rules, args.widths, args.out, progress=not args.no_progress)
+    print(format_table(rows))
+    print(f"wrote {args.out}/compare.csv and {args.out}/compare.png")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    _check_rules(args.rules)
+    if args.json:
+        check_writable(Path(args.json).parent)
+    rows = bench(
+        model=args.model, widths=args.widths, rules=args.rules, preset=args.preset,
+        input_shape=args.input_shape, batch_size=args.batch_size, repeats=args.repeats,
+        device=args.device, dtype=DTYPES[args.dtype],
+    )  # fmt: skip
+    print(format_bench(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    for name, cls in RULES.items():
+        print(f"{name:<11} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "bench": cmd_bench, "rules": cmd_rules}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (also used by ``python -m widealign``)."""
+    try:
+        args = build_parser().parse_args(argv)
+        for name in ("width", "widths"):
+            for w in getattr(args, name, None) or []:
+                if w <= 0:
+                    raise ValueError(f"width must be a positive integer, got {w}")
+        return COMMANDS[args.command](args)
+    except (UsageError, ValueError, OSError) as err:
+        print(f"widealign: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("widealign: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The configuration of one training run, and how it becomes a model, a rule and an optimiser.
+
+Fields left as None take the data set's defaults (:data:`DATASET_DEFAULTS`), so ``RunConfig(rule=
+"align-ada")`` is a complete run on digits. :meth:`RunConfig.resolved` fills them in; the resolved
+configuration is what results files record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from widealign.data import DATASETS, Dataset
+from widealign.losses import LOSSES
+from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
+from widealign.models.layers import PARAMETERIZATIONS
+from widealign.rules import RULES
+
+MODELS = ("convnet", "mlp", "rnn")
+OPTIMIZERS = ("sgd", "adam")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Per-data-set defaults: the paper's settings where it has them (Add task: SPEC section 5), and
+#: for digits the KMNIST conv net with the paper's largest learning rate, 5, which learns fastest.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=10),
+    "add": dict(model="rnn", preset=None, width=64, lr=1e-3, batch_size=50, epochs=200),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's numbers (plus where it runs)."""
+
+    rule: str = "bp"
+    dataset: str = "digits"
+    model: str | None = None
+    width: int | list[int] | None = None
+    preset: str | None = None
+    strides: list[int] | None = None
+    depth: int = 2
+    kernel_size: int = 3
+    parameterization: str = "ntk"
+    norm: str = "batch-axis"
+    eps: float = 1e-6
+    loss: str | None = None
+    optimizer: str = "sgd"
+    lr: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> RunConfig:
+        """This configuration with the data set's defaults filled in, after checking every field."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        defaults = DATASET_DEFAULTS.get(self.dataset, {})
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.strides is not None and self.preset is None:
+            filled["preset"] = None
+        cfg = replace(self, **filled)
+        cfg._check()
+        return cfg
+
+    def _check(self) -> None:
+        _choice("rule", self.rule, RULES)
+        _choice("model", self.model, MODELS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        _choice("norm", self.norm, NORMS)
+        if self.loss is not None:
+            _choice("loss", self.loss, LOSSES)
+        if self.preset is not None:
+            _choice("preset", self.preset, CONV_PRESETS)
+        widths = self.width if isinstance(self.width, list) else [self.width]
+        for w in widths:
+            if not isinstance(w, int) or w <= 0:
+                raise ValueError(f"width must be a positive integer, got {w!r}")
+        for name in ("epochs", "batch_size", "depth", "kernel_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
+        if self.strides is not None and any(s <= 0 for s in self.strides):
+            raise ValueError(f"strides must be positive, got {self.strides}")
+        if self.model == "convnet" and self.preset is None and self.strides is None:
+            raise ValueError("a convnet needs a preset or strides")
+        if self.model == "convnet" and isinstance(self.width, list):
+            layers = len(self.strides if self.strides is not None else CONV_PRESETS[self.preset])
+            if len(self.width) != layers:
+                raise ValueError(
+                    f"{len(self.width)} widths given but the convnet has {layers} layers (strides)"
+                )
+        if self.rule == "dfa" and self.model == "rnn":
+            raise ValueError("dfa supports feed-forward models only, not the rnn")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def loss_name(self, data: Dataset) -> str:
+        """The configured loss, or the data set's default (the paper's)."""
+        return self.loss or data.default_loss
+
+
+def _choice(name: str, value: Any, options: Any) -> None:
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}")
+
+
+def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
+    """The network ``cfg`` describes, sized for ``data``, initialised from ``cfg.seed``."""
+    common = dict(parameterization=cfg.parameterization, seed=cfg.seed)
+    if cfg.model == "convnet":
+        if data.x_train.dim() != 4:
+            raise ValueError(
+                f"the convnet needs image data (N, C, H, W); {data.name} has shape {data.input_shape}"
+            )
+        strides = cfg.strides if cfg.strides is not None else CONV_PRESETS[cfg.preset]
+        return ConvNet(
+            data.input_shape[0], data.num_outputs, cfg.width, strides, cfg.kernel_size,
+            norm=cfg.norm, eps=cfg.eps, **common,
+        )  # fmt: skip
+    if cfg.model == "mlp":
+        widths = cfg.width if isinstance(cfg.width, list) else [cfg.width] * cfg.depth
+        return MLP(math.prod(data.input_shape), data.num_outputs, widths, **common)
+    if data.x_train.dim() != 3:
+        raise ValueError(
+            f"the rnn needs sequence data (N, T, features); {data.name} has shape {data.input_shape}"
+        )
+    if isinstance(cfg.width, list):
+        raise ValueError("the rnn takes one width (its hidden size)")
+    return RNN(data.input_shape[-1], cfg.width, data.num_outputs, **common)
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; an unavailable device is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
+    return dev

@@ -1,0 +1,267 @@
+"""Song, Xu & Lafferty (NeurIPS 2021): feedback alignment in a two-layer network (SPEC section 6).
+
+The network is the library's :class:`~widealign.models.TwoLayer`,
+
+    f(x) = (1/sqrt(p)) sum_r beta_r psi(w_r . x),      psi in {identity, relu, tanh},
+
+trained full-batch on the loss ``L = (1/2) sum_i (f(x_i) - y_i)^2`` (``half-sse``, error
+``e_i = f(x_i) - y_i``) by the library's rules ``make_rule("fa" | "bp", model, loss="half-sse")``,
+and plain ``torch.optim.SGD`` with ``lr = eta`` whose param groups put weight decay ``lambda`` on
+``beta`` (``readout.weight``) only. One step is then exactly
+
+    beta_r <- beta_r - (eta/sqrt(p)) sum_i e_i psi(w_r . x_i) - eta * lambda * beta_r,
+    w_r    <- w_r    - (eta/sqrt(p)) sum_i e_i b_r psi'(w_r . x_i) x_i,
+
+where ``b = rule.feedback[1]`` (a fixed N(0, I_p) draw) for fa and ``b = beta`` for bp.
+
+Measured per step: the training loss and ``cos(beta, b) = <beta, b> / (|beta| |b|)``. For bp runs
+``b`` is the vector an fa run with the same seed would use (drawn the same way, independent of the
+bp dynamics), so a bp cosine is a control that should stay near its initial value (about 0).
+
+Paper claims checked here: for p >> n the fa training loss falls to zero exponentially fast, i.e.
+``log L(t)`` is eventually linear in ``t`` with negative slope (:func:`fit_log_loss_slope`); and
+``beta`` aligns with ``b`` only when ``lambda > 0``: weight decay removes the initial ``beta(0)``,
+which is independent of ``b``, while the part of ``beta`` built by learning points along ``b``.
+
+Default step sizes. The paper used eta = 1e-4 (identity), 1e-3 (relu), 1e-2 (tanh) on MNIST with
+many iterations; with unit-norm inputs and n ~ 100 the kernel's largest eigenvalue is O(n), so
+larger steps are still stable and show the effects in a few thousand steps: see
+:data:`DEFAULT_ETA` (measured numbers in docs/song2021.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from itertools import product
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from widealign.data import load_digits
+from widealign.models import TwoLayer
+from widealign.rules import make_rule
+from widealign.rules.fa import FeedbackAlignment
+from widealign.seeding import generator
+
+ACTIVATIONS = ("identity", "relu", "tanh")
+RULES = ("fa", "bp")
+DATA = ("gaussian", "digits")
+
+#: Default step size per activation (for unit-norm inputs and n ~ 100, full batch, half-sse).
+DEFAULT_ETA: dict[str, float] = {"identity": 0.02, "relu": 0.05, "tanh": 0.05}
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Song2021Config:
+    """One training run: network, rule, optimiser, data and what to record.
+
+    Attributes:
+        activation: psi, one of ``identity``, ``relu``, ``tanh``.
+        width: p, the number of hidden units.
+        lam: lambda, weight decay on beta only.
+        rule: ``fa`` (feedback alignment) or ``bp`` (backprop).
+        eta: SGD step size; None takes :data:`DEFAULT_ETA` for the activation.
+        steps: full-batch SGD steps.
+        seed: seeds the network's initialisation and fa's feedback vector b.
+        data: ``gaussian`` or ``digits`` (see :func:`make_data`).
+        n: number of training examples.
+        d: input dimension of the Gaussian data (digits have d = 64).
+        target: Gaussian: ``teacher`` or ``labels``; digits: ``parity`` or a class ``"0"``..``"9"``.
+        data_seed: seeds the Gaussian data (fixed across ``seed`` so seeds vary only the network).
+        record_every: record loss and cosine every this many steps (the last step always).
+        dtype: ``float64`` or ``float32``.
+    """
+
+    activation: str = "relu"
+    width: int = 1000
+    lam: float = 0.0
+    rule: str = "fa"
+    eta: float | None = None
+    steps: int = 2000
+    seed: int = 0
+    data: str = "gaussian"
+    n: int = 100
+    d: int = 100
+    target: str = "teacher"
+    data_seed: int = 0
+    record_every: int = 10
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for field, value, allowed in (
+            ("activation", self.activation, ACTIVATIONS),
+            ("rule", self.rule, RULES),
+            ("data", self.data, DATA),
+            ("dtype", self.dtype, tuple(_DTYPES)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {field} {value!r}; choose one of {', '.join(allowed)}")
+        if self.lam < 0:
+            raise ValueError(f"lam must be non-negative, got {self.lam}")
+        if min(self.width, self.steps, self.n, self.d, self.record_every) <= 0:
+            raise ValueError("width, steps, n, d and record_every must be positive")
+
+    @property
+    def step_size(self) -> float:
+        """eta, or the activation's default when ``eta`` is None."""
+        return DEFAULT_ETA[self.activation] if self.eta is None else self.eta
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def digits_data(n: int, target: str = "parity", dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """The first ``n`` training digits, flattened to unit norm, with a +-1 regression target.
+
+    ``target="parity"`` gives +1 for even digits and -1 for odd ones; ``target="k"`` (a digit)
+    gives +1 for class k and -1 otherwise. Returns ``x`` (n x 64) and ``y`` (n x 1).
+    """
+    ds = load_digits()
+    if not 0 < n <= len(ds.x_train):
+        raise ValueError(f"n must be in 1..{len(ds.x_train)}, got {n}")
+    x = _unit_rows(ds.x_train[:n].flatten(1).to(dtype))
+    labels = ds.y_train[:n].argmax(1)
+    if target == "parity":
+        positive = labels % 2 == 0
+    elif target.isdigit() and int(target) < 10:
+        positive = labels == int(target)
+    else:
+        raise ValueError(f"digits target must be 'parity' or a class 0..9, got {target!r}")
+    y = torch.where(positive, 1.0, -1.0).to(dtype)[:, None]
+    return x, y
+
+
+def gaussian_data(
+    n: int, d: int, target: str = "teacher", seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
+    """``x_i ~ N(0, I_d)/sqrt(d)`` normalised to unit norm, with a teacher or random +-1 target.
+
+    ``target="teacher"``: ``y_i = sign(v . x_i)`` for a random unit vector v (a learnable rule);
+    ``target="labels"``: independent random +-1 labels (pure memorisation). Returns (n x d, n x 1).
+    """
+    g = generator(seed, "song2021-data")
+    x = _unit_rows(torch.randn(n, d, generator=g, dtype=torch.float64) / math.sqrt(d))
+    if target == "teacher":
+        y = torch.sign(x @ torch.randn(d, generator=g, dtype=torch.float64))
+    elif target == "labels":
+        y = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
+    else:
+        raise ValueError(f"gaussian target must be 'teacher' or 'labels', got {target!r}")
+    return x.to(dtype), y.to(dtype)[:, None]
+
+
+def make_data(config: Song2021Config) -> tuple[Tensor, Tensor]:
+    """The training set a config names (``d`` and ``data_seed`` matter only for Gaussian data)."""
+    dtype = _DTYPES[config.dtype]
+    if config.data == "digits":
+        return digits_data(config.n, config.target, dtype)
+    return gaussian_data(config.n, config.d, config.target, config.data_seed, dtype)
+
+
+def make_optimizer(model: TwoLayer, eta: float, lam: float) -> torch.optim.SGD:
+    """Plain SGD with step ``eta`` and weight decay ``lam`` on beta (``readout.weight``) only."""
+    return torch.optim.SGD(
+        [
+            {"params": [model.hidden.weight], "weight_decay": 0.0},
+            {"params": [model.readout.weight], "weight_decay": lam},
+        ],
+        lr=eta,
+    )
+
+
+def reference_vector(model: TwoLayer, seed: int) -> Tensor:
+    """The fixed feedback vector b (length p) that ``make_rule("fa", model, seed=seed)`` uses."""
+    return FeedbackAlignment(model, "half-sse", seed=seed).feedback[1].flatten()
+
+
+def cosine(u: Tensor, v: Tensor) -> float:
+    """``<u, v> / (|u| |v|)`` of two flattened tensors."""
+    u, v = u.flatten(), v.flatten()
+    return float(u @ v / (u.norm() * v.norm()))
+
+
+def fit_log_loss_slope(steps: Sequence[float], losses: Sequence[float]) -> float:
+    """Least-squares slope of ``log(loss)`` against ``step``: ``-rate`` of ``L ~ C exp(-rate t)``.
+
+    Fit it over a window where the decay is exponential (e.g. the second half of training).
+    """
+    t = torch.as_tensor(steps, dtype=torch.float64)
+    z = torch.as_tensor(losses, dtype=torch.float64).log()
+    if len(t) < 2:
+        raise ValueError("need at least two points to fit a slope")
+    tc = t - t.mean()
+    return float((tc * (z - z.mean())).sum() / tc.square().sum())
+
+
+def window_slopes(record: dict[str, Any], start: float = 0.5, windows: int = 4) -> list[float]:
+    """Log-loss slopes over ``windows`` equal consecutive windows from fraction ``start`` to the end."""
+    steps, losses = record["steps"], record["loss"]
+    first = int(round(start * (len(steps) - 1)))
+    edges = [first + round(k * (len(steps) - 1 - first) / windows) for k in range(windows + 1)]
+    return [fit_log_loss_slope(steps[a : b + 1], losses[a : b + 1]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def run_song2021(config: Song2021Config) -> dict[str, Any]:
+    """Train one configuration full-batch and return a JSON-friendly record.
+
+    The record holds ``config`` (with the eta used), ``steps``, ``loss`` (half-sse of the current
+    network at each recorded step, step 0 included) and ``cosine`` (cos(beta, b), see the module
+    docstring; ``cosine_reference`` says which b), plus summaries: ``initial_loss``,
+    ``final_loss``, ``loss_ratio``, ``final_cosine`` and ``rate`` (minus the log-loss slope over
+    the second half of training).
+    """
+    torch_dtype = _DTYPES[config.dtype]
+    x, y = make_data(config)
+    model = TwoLayer(x.shape[1], config.width, config.activation, seed=config.seed).to(torch_dtype)
+    rule = make_rule(config.rule, model, loss="half-sse", seed=config.seed)
+    b = rule.feedback[1].flatten() if config.rule == "fa" else reference_vector(model, config.seed)
+    optimizer = make_optimizer(model, config.step_size, config.lam)
+    steps, losses, cosines = [], [], []
+    for t in range(config.steps + 1):
+        loss, _ = rule.backward(x, y)
+        if t % config.record_every == 0 or t == config.steps:
+            steps.append(t)
+            losses.append(float(loss))
+            cosines.append(cosine(model.readout.weight.detach(), b))
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"training diverged at step {t} (loss {float(loss)}); lower eta")
+        if t < config.steps:
+            optimizer.step()
+    record: dict[str, Any] = {
+        "config": asdict(config) | {"eta": config.step_size},
+        "cosine_reference": "feedback" if config.rule == "fa" else "fa-feedback-of-same-seed",
+        "steps": steps,
+        "loss": losses,
+        "cosine": cosines,
+        "initial_loss": losses[0],
+        "final_loss": losses[-1],
+        "loss_ratio": losses[-1] / losses[0],
+        "final_cosine": cosines[-1],
+    }
+    half = len(steps) // 2
+    record["rate"] = -fit_log_loss_slope(steps[half:], losses[half:])
+    return record
+
+
+def sweep_song2021(
+    base: Song2021Config = Song2021Config(),
+    widths: Iterable[int] = (1000,),
+    lams: Iterable[float] = (0.0,),
+    activations: Iterable[str] = ("relu",),
+    seeds: Iterable[int] = (0,),
+    rules: Iterable[str] = ("fa",),
+) -> list[dict[str, Any]]:
+    """Run ``base`` over the product of widths, lambdas, activations, seeds and rules.
+
+    ``eta`` follows each activation's default unless ``base.eta`` is set.
+    """
+    return [
+        run_song2021(replace(base, width=p, lam=lam, activation=act, seed=s, rule=r))
+        for p, lam, act, s, r in product(widths, lams, activations, seeds, rules)
+    ]
