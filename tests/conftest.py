@@ -28,7 +28,9 @@ def make_batch(family: str, n: int = 8, seed: int = 1) -> tuple[torch.Tensor, to
     """A float64 batch matching :func:`make_model` (conv: 6x6 images, so SAME pads asymmetrically)."""
     g = torch.Generator().manual_seed(seed)
     if family == "mlp":
-        return torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randn(n, 3, generator=g, dtype=torch.float64)
+        return torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randn(
+            n, 3, generator=g, dtype=torch.float64
+        )
     if family == "conv":
         x = torch.rand(n, 2, 6, 6, generator=g, dtype=torch.float64)
         return x, torch.randn(n, 3, generator=g, dtype=torch.float64)

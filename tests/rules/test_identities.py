@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import grads, loss_for, make_batch, make_model, sgd_steps
 
+from conftest import grads, loss_for, make_batch, make_model, sgd_steps
 from widealign.models import synaptic_layers
 from widealign.rules import RULES, make_rule
 

@@ -1,0 +1,163 @@
+"""Synaptic layers against plain torch ops, TensorFlow SAME padding, and batch-axis normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from widealign.models import BatchAxisNorm, Conv2d, ConvNet, Dense, same_padding, synaptic_layers
+
+f64 = torch.float64
+
+
+def plain_dense(x, w, b):
+    return F.linear(x, w) / math.sqrt(w.shape[1]) + b
+
+
+def plain_conv(x, w, b, stride):
+    k = w.shape[-1]
+    top, bottom = same_padding(x.shape[-2], k, stride)
+    left, right = same_padding(x.shape[-1], k, stride)
+    return (
+        F.conv2d(F.pad(x, (left, right, top, bottom)), w, None, stride) / math.sqrt(w[0].numel())
+        + b[:, None, None]
+    )
+
+
+def test_dense_is_ntk_linear_and_its_backward_is_autograd():
+    layer = Dense(5, 4).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, 2, 5, dtype=f64, requires_grad=True)  # leading dims are batch dims
+    y = layer(x)
+    x2 = x.detach().clone().requires_grad_(True)
+    w2, b2 = (t.detach().clone().requires_grad_(True) for t in (layer.weight, layer.bias))
+    y2 = plain_dense(x2, w2, b2)
+    torch.testing.assert_close(y, y2)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
+    want = torch.autograd.grad(y2, (x2, w2, b2), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("size,stride", [(6, 2), (7, 2), (6, 1), (28, 2), (9, 4)])
+def test_conv_matches_tensorflow_same_conv_and_autograd(size, stride):
+    layer = Conv2d(2, 3, 3, stride).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(4, 2, size, size, dtype=f64, requires_grad=True)
+    y = layer(x)
+    assert y.shape[-1] == math.ceil(size / stride)
+    x2 = x.detach().clone().requires_grad_(True)
+    w2, b2 = (t.detach().clone().requires_grad_(True) for t in (layer.weight, layer.bias))
+    y2 = plain_conv(x2, w2, b2, stride)
+    torch.testing.assert_close(y, y2)
+    g = torch.randn_like(y)
+    for a, b in zip(
+        torch.autograd.grad(y, (x, layer.weight, layer.bias), g), torch.autograd.grad(y2, (x2, w2, b2), g)
+    ):
+        torch.testing.assert_close(a, b)
+
+
+def test_same_padding_puts_the_odd_pixel_after():
+    assert same_padding(28, 3, 2) == (0, 1)
+    assert same_padding(28, 3, 1) == (1, 1)
+    assert same_padding(7, 3, 2) == (1, 1)
+    layer = Conv2d(1, 1, 3, 2, bias=False).double()
+    x = torch.randn(1, 1, 28, 28, dtype=f64)
+    top_left = (x[0, 0, :3, :3] * layer.weight[0, 0]).sum() / 3  # no padding row/column before
+    torch.testing.assert_close(layer(x)[0, 0, 0, 0], top_left)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_feedback_replaces_the_weight_in_the_input_gradient_only(kind):
+    """grad_x uses B exactly as backprop would use a weight equal to B; grad_W is unchanged."""
+    from widealign.models.layers import Route, routed
+
+    layer = (Dense(5, 4) if kind == "dense" else Conv2d(2, 3, 3, 2)).double()
+    feedback = torch.randn_like(layer.weight)
+    x = torch.randn(3, 5, dtype=f64) if kind == "dense" else torch.randn(3, 2, 6, 6, dtype=f64)
+    x.requires_grad_(True)
+
+    class UseB(Route):
+        def feedback(self, index, layer):
+            return feedback
+
+    with routed(layer, UseB()):
+        y = layer(x)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, layer.weight), g)
+    _, gw_bp = torch.autograd.grad(layer(x), (x, layer.weight), g)
+    with torch.no_grad():
+        layer.weight.copy_(feedback)
+    gx_b = torch.autograd.grad(layer(x), x, g)[0]
+    torch.testing.assert_close(gx, gx_b)
+    torch.testing.assert_close(gw, gw_bp)
+
+
+def test_ops_pass_gradcheck():
+    from widealign.models.layers import _Conv2dOp, _DenseOp
+
+    x = torch.randn(3, 4, dtype=f64, requires_grad=True)
+    w = torch.randn(2, 4, dtype=f64, requires_grad=True)
+    b = torch.randn(2, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _DenseOp.apply(x, w, b, w, 0.5), (x, w, b))
+    xc = torch.randn(2, 2, 5, 5, dtype=f64, requires_grad=True)
+    wc = torch.randn(3, 2, 3, 3, dtype=f64, requires_grad=True)
+    bc = torch.randn(3, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _Conv2dOp.apply(x, w, b, w, 0.3, 2), (xc, wc, bc))
+
+
+def test_parameterizations_initialise_as_the_spec_says():
+    ntk = Dense(400, 300)
+    std = Dense(400, 300, parameterization="standard")
+    assert ntk.scale == pytest.approx(1 / 20) and std.scale == 1.0
+    assert ntk.weight.std().item() == pytest.approx(1.0, rel=0.02)
+    assert std.weight.std().item() == pytest.approx(1 / 20, rel=0.02)
+    assert torch.count_nonzero(ntk.bias) == 0
+    conv = Conv2d(8, 4, 3)
+    assert conv.fan_in == 72 and conv.scale == pytest.approx(1 / math.sqrt(72))
+
+
+def test_batch_axis_norm_standardises_each_unit_over_the_batch_only():
+    x = torch.randn(50, 3, 4, 4, dtype=f64) * 3 + torch.randn(3, 4, 4, dtype=f64)
+    x[:, 0, 0, 0] = 2.0  # constant across the batch: divided by sqrt(eps), i.e. 0 here
+    y = BatchAxisNorm()(x)
+    torch.testing.assert_close(y.mean(0), torch.zeros(3, 4, 4, dtype=f64), atol=1e-12, rtol=0)
+    var = y.var(0, unbiased=False)
+    var[0, 0, 0] = 1.0
+    torch.testing.assert_close(var, torch.ones(3, 4, 4, dtype=f64), atol=1e-5, rtol=0)
+    assert torch.all(y[:, 0, 0, 0] == 0)
+    bn = nn.BatchNorm2d(3, affine=False, eps=1e-6).double()(x)
+    assert not torch.allclose(bn, y)  # torch's BatchNorm also pools over space
+
+
+def test_synaptic_layers_are_listed_in_forward_order_readout_last():
+    net = ConvNet(1, 10, [4, 5], strides=[1, 2])
+    layers = synaptic_layers(net)
+    assert [type(m).__name__ for m in layers] == ["Conv2d", "Conv2d", "Dense"]
+    assert layers[-1] is net.readout
+    with pytest.raises(ValueError, match="no widealign synaptic layers"):
+        synaptic_layers(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: Dense(0, 3), "in_features"),
+        (lambda: Conv2d(2, -1), "out_channels"),
+        (lambda: Dense(2, 3, parameterization="mup"), "parameterization"),
+        (lambda: ConvNet(1, 10, [4, 5], strides=[1, 2, 2]), "widths has 2 entries"),
+        (lambda: ConvNet(1, 10, 4, strides=[1], norm="layer"), "unknown norm"),
+        (lambda: ConvNet(1, 10, 4, strides=[]), "at least one conv layer"),
+        (lambda: BatchAxisNorm(eps=0), "eps"),
+    ],
+)
+def test_bad_layer_arguments_raise_clear_errors(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()

@@ -1,0 +1,70 @@
+"""The registry, optimiser compatibility and models built by users from library layers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import grads, make_batch, make_model
+from widealign.models import Dense
+from widealign.rules import RULES, make_rule
+
+ALL = sorted(RULES)
+
+
+def test_registry_names_match_the_spec():
+    assert set(RULES) == {"bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa"}
+    for name, cls in RULES.items():
+        assert cls.name == name and cls.__doc__
+
+
+def test_unknown_rule_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown rule 'backprop'.*align-ada"):
+        make_rule("backprop", make_model("mlp"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sgd_applies_exactly_the_rules_grad(name):
+    model = make_model("conv")
+    rule = make_rule(name, model)
+    x, y = make_batch("conv")
+    rule.backward(x, y)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = grads(model)
+    torch.optim.SGD(model.parameters(), lr=0.3).step()
+    assert any(v is not None for v in g.values())
+    for n, p in model.named_parameters():
+        expected = before[n] if g[n] is None else before[n] - 0.3 * g[n]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_adam_first_step_is_lr_times_sign_of_the_rules_grad(name):
+    model = make_model("mlp")
+    rule = make_rule(name, model)
+    x, y = make_batch("mlp")
+    rule.backward(x, y)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = grads(model)
+    torch.optim.Adam(model.parameters(), lr=0.01, eps=1e-12).step()
+    for n, p in model.named_parameters():
+        if g[n] is None:
+            assert torch.equal(p, before[n])
+        else:
+            expected = before[n] - 0.01 * g[n] / (g[n].abs() + 1e-12)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_rules_work_on_any_model_built_from_library_layers(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(Dense(4, 8), nn.Tanh(), Dense(8, 8), nn.Tanh(), Dense(8, 2)).double()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    loss, out = make_rule(name, model).backward(x, y)
+    assert out.shape == (5, 2) and math.isfinite(float(loss))
+    assert model[4].weight.grad is not None
+    if name != "readout":
+        assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0

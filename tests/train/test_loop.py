@@ -1,0 +1,83 @@
+"""The training loop: reproducibility, exact resumption, divergence, and learning on digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from widealign.data import Dataset, load_digits
+from widealign.models import MLP, ConvNet
+from widealign.rules import make_rule
+from widealign.train import DivergedError, Trainer
+
+
+def small_digits() -> Dataset:
+    d = load_digits()
+    return Dataset("digits", d.x_train[:300], d.y_train[:300], d.x_test[:100], d.y_test[:100], d.task, 10)
+
+
+def make_trainer(rule="align-ada", lr=1.0, checkpoint=None, seed=0, data=None) -> Trainer:
+    model = MLP(64, 10, [32, 32], seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return Trainer(
+        model,
+        make_rule(rule, model, seed=seed),
+        opt,
+        data or small_digits(),
+        50,
+        seed,
+        checkpoint,
+        progress=False,
+    )
+
+
+def strip(history):
+    return [(r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc) for r in history]
+
+
+def test_same_seed_same_numbers():
+    a, b = make_trainer(), make_trainer()
+    assert strip(a.fit(3)) == strip(b.fit(3))
+    c = make_trainer(seed=1)
+    assert strip(c.fit(3)) != strip(a.history)
+
+
+@pytest.mark.parametrize("rule", ["align-ada", "fa", "dfa"])
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(rule, tmp_path):
+    straight = make_trainer(rule)
+    straight.fit(4)
+    ckpt = tmp_path / "run.pt"
+    make_trainer(rule, checkpoint=ckpt).fit(2)
+    resumed = make_trainer(rule, checkpoint=ckpt, seed=0)
+    resumed.fit(4)
+    assert resumed.resumed_from == 2
+    assert strip(resumed.history) == strip(straight.history)
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_divergence_stops_with_a_clear_error():
+    with pytest.raises(DivergedError, match="diverged.*smaller learning rate"):
+        make_trainer("bp", lr=1e8).fit(3)
+
+
+def test_bad_arguments():
+    t = make_trainer()
+    with pytest.raises(ValueError, match="batch size"):
+        Trainer(t.model, t.rule, t.optimizer, t.data, batch_size=0)
+    other = MLP(64, 10, [4])
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(other, t.rule, t.optimizer, t.data, batch_size=10)
+    with pytest.raises(ValueError, match="epochs"):
+        t.fit(0)
+
+
+@pytest.mark.parametrize("rule", ["bp", "align-ada"])
+def test_width_256_conv_net_learns_digits_within_five_epochs(rule):
+    """Chance is 10%; measured after 5 epochs at lr 5: about 60% (bp). 30% leaves 2x headroom."""
+    data = load_digits()
+    model = ConvNet.preset("kmnist", 1, 10, 256, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=5.0)
+    history = Trainer(model, make_rule(rule, model), opt, data, 100, 0, progress=False).fit(5)
+    assert history[-1].test_acc > 0.30
+    assert history[-1].train_loss < history[0].train_loss
