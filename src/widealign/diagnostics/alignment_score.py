@@ -20,7 +20,8 @@ entries: an update of the same size that carries no structure learnt from the in
 
 Both ``P`` are positive semi-definite, so the score of two unrelated updates is not 0 but about
 ``rank/dimension`` (``fan_out/fan_in`` for random dense updates): read scores against the control.
-A layer whose update is exactly zero scores 0.
+A layer whose update is exactly zero scores 0; a layer with one input (the Add-task RNN's input
+layer) always scores 1, since every ``P`` is then a multiple of the identity.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ For synaptic layer ``l`` (forward order, readout last), on a fixed probe batch:
   and the true backprop gradient of the same network on the same batch (0 if either is zero or
   missing, e.g. a layer the readout rule freezes);
 * ``angle_fb/l`` = arccos(<B_l, W_l> / (|B_l| |W_l|)) in degrees, between the feedback matrix and the
-  current forward weight, for rules with weight-shaped feedback (fa, align-prop);
+  current forward weight, for rules whose feedback replaces W backwards (fa, align-prop);
 * ``dist_init/l`` = |W_l(t) - W_l(0)| / |W_l(0)|, the relative distance from initialisation.
 
 Norms are Frobenius norms of whole weight tensors; sums are computed in float64. Measuring
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from widealign.models.layers import synaptic_layers
 from widealign.rules.base import Rule
 from widealign.rules.bp import Backprop
+from widealign.rules.fa import FeedbackAlignment
 
 if TYPE_CHECKING:
     from widealign.train.loop import Trainer
@@ -72,10 +73,13 @@ def update_cosines(rule: Rule, x: Tensor, y: Tensor) -> list[float]:
 def feedback_angles(rule: Rule) -> list[float | None]:
     """Per synaptic layer, the angle in degrees between the rule's feedback matrix and ``W``.
 
-    None for a layer without a weight-shaped feedback matrix (dfa's matrices map the output error
-    to a layer's output and are not comparable), and for every layer of a rule without feedback.
+    Defined for rules whose feedback matrix replaces ``W`` in the backward pass (fa and its
+    subclasses such as align-prop); None for every layer of other rules. dfa's matrices map the
+    output error to a layer's output, so they are not compared with ``W`` even when shapes agree.
     """
-    matrices = getattr(rule, "feedback", None) or [None] * len(rule.layers)
+    if not isinstance(rule, FeedbackAlignment):
+        return [None] * len(rule.layers)
+    matrices = rule.feedback
     angles: list[float | None] = []
     for b, layer in zip(matrices, rule.layers):
         if b is None or b.shape != layer.weight.shape:

@@ -86,7 +86,7 @@ class Song2021Config:
     seed: int = 0
     data: str = "gaussian"
     n: int = 100
-    d: int = 100
+    d: int = 200
     target: str = "teacher"
     data_seed: int = 0
     record_every: int = 10

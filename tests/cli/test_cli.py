@@ -1,0 +1,104 @@
+"""The widealign command: one-line errors with a non-zero exit, and the real commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from widealign.cli.main import main
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--rule", "nope"], "unknown rule 'nope'"),
+        (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["train", "--width", "0"], "width must be a positive integer"),
+        (["train", "--width", "-3"], "width must be a positive integer"),
+        (["compare", "--widths", "8", "0"], "width must be a positive integer"),
+        (
+            ["train", "--strides", "1", "2", "2", "--width", "8", "8"],
+            "2 widths given but the convnet has 3 layers",
+        ),
+        (["train", "--lr", "abc"], "invalid float value: 'abc'"),
+        (["train", "--lr", "-1"], "learning rate must be a positive number"),
+        (["train", "--lr", "nan"], "learning rate must be a positive number"),
+        (["train", "--out", "/proc/widealign-cannot-write"], "cannot write to output folder"),
+        (["compare", "--rules", "bp", "nope"], "unknown rule 'nope'"),
+        (["bench", "--rules", "nope"], "unknown rule 'nope'"),
+        (["train", "--device", "cuda:9"], "CUDA is not available|unknown device"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("widealign: error:")
+    assert __import__("re").search(message, err)
+
+
+def test_train_prints_epochs_and_writes_result(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--rule",
+        "align-ada",
+        "--width",
+        "8",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "epoch   2/2" in printed and "test_acc" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["width"] == 8 and len(result["epochs"]) == 2
+
+
+def test_diverging_train_exits_1_with_one_line(capsys):
+    assert main(["train", "--lr", "1e30", "--width", "4", "--epochs", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and err.count("widealign: error") == 1
+
+
+def test_compare_and_bench_run(tmp_path, capsys):
+    argv = [
+        "compare",
+        "--rules",
+        "bp",
+        "fa",
+        "--widths",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    assert (tmp_path / "compare.png").exists()
+    assert (
+        main(
+            ["bench", "--widths", "4", "--input-shape", "1", "8", "8", "--repeats", "1", "--batch-size", "8"]
+        )
+        == 0
+    )
+    assert "x bp" in capsys.readouterr().out
+
+
+def test_installed_command_exits_non_zero_on_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "widealign", "train", "--width", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "widealign: error: width must be a positive integer, got 0"

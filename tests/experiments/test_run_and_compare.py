@@ -1,0 +1,104 @@
+"""Resumable runs, result records, comparisons and the benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import widealign
+from widealign.experiments import RunConfig, train_run
+from widealign.experiments.bench import bench
+from widealign.experiments.compare import format_table, run_compare
+
+SMALL = dict(width=8, epochs=3, dtype="float64")
+
+
+def test_result_records_config_versions_seed_and_epochs(tmp_path):
+    result = train_run(RunConfig(rule="align-ada", **SMALL), tmp_path, progress=False)
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert result["status"] == "finished"
+    assert result["config"]["rule"] == "align-ada" and result["config"]["lr"] == 5.0
+    assert result["widealign_version"] == widealign.__version__ and result["seed"] == 0
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3]
+    assert set(result["epochs"][0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+    cfg = RunConfig(rule="fa", **SMALL)
+    straight = train_run(cfg, tmp_path / "a", progress=False)
+
+    def interrupt(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, tmp_path / "b", progress=False, on_epoch=interrupt)
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["status"] == "running"
+    resumed = train_run(cfg, tmp_path / "b", progress=False)
+    assert resumed["resumed_from_epoch"] == 2
+
+    def numbers(r):
+        return [(e["train_loss"], e["test_loss"], e["test_acc"]) for e in r["epochs"]]
+
+    assert numbers(resumed) == numbers(straight)
+    again = train_run(cfg, tmp_path / "b", progress=False)  # finished: returned, not retrained
+    assert again["session_seconds"] == resumed["session_seconds"]
+
+
+def test_a_folder_holding_another_configuration_is_refused(tmp_path):
+    train_run(RunConfig(rule="bp", **SMALL), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train_run(RunConfig(rule="fa", **SMALL), tmp_path, progress=False)
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    result = train_run(RunConfig(rule="bp", lr=1e30, width=8, epochs=3), tmp_path, progress=False)
+    assert result["status"] == "diverged" and "diverged" in result["error"]
+
+
+def test_add_task_trains_the_rnn_with_the_sequence_loss():
+    result = train_run(
+        RunConfig(rule="align-zero", dataset="add", width=8, epochs=2, lr=1e-3), progress=False
+    )
+    assert result["config"]["model"] == "rnn" and result["epochs"][-1]["test_acc"] is None
+    assert 1 < result["epochs"][0]["test_loss"] < 100
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        (dict(rule="nope"), "unknown rule"),
+        (dict(width=0), "width must be a positive integer"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(width=[4, 4], strides=[1, 2, 2]), "2 widths given"),
+        (dict(dataset="imagenet"), "unknown dataset"),
+        (dict(rule="dfa", dataset="add"), "feed-forward"),
+        (dict(device="cuda:7"), "CUDA is not available|unknown device"),
+    ],
+)
+def test_bad_configurations_fail_before_training(fields, match):
+    cfg = RunConfig(**{**SMALL, **fields})
+    with pytest.raises(ValueError, match=match):
+        if fields.get("device"):
+            train_run(cfg, progress=False)
+        cfg.resolved()
+
+
+def test_compare_writes_table_csv_and_plot(tmp_path):
+    base = RunConfig(epochs=1, dtype="float64")
+    rows = run_compare(base, ["bp", "readout"], [4, 8], tmp_path, progress=False)
+    assert [(r["rule"], r["width"]) for r in rows] == [("bp", 4), ("readout", 4), ("bp", 8), ("readout", 8)]
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+    assert len((tmp_path / "compare.csv").read_text().splitlines()) == 5
+    table = format_table(rows)
+    assert "w=4" in table and "readout" in table
+    assert (tmp_path / "runs" / "bp-w8" / "result.json").exists()
+
+
+def test_bench_reports_every_rule_with_bp_as_the_unit():
+    rows = bench(widths=[4], input_shape=(1, 8, 8), batch_size=10, repeats=2, warmup=1)
+    assert {r["rule"] for r in rows} == set(widealign.RULES)
+    assert next(r for r in rows if r["rule"] == "bp")["ratio_to_bp"] == 1.0
+    assert all(r["seconds"] > 0 for r in rows)
