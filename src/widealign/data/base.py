@@ -60,6 +60,24 @@ class Dataset:
             y_test=move(self.y_test),
         )
 
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled training mini-batches (the order drawn from ``generator``)."""
+        return batches(self.x_train, self.y_train, batch_size, generator)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Held-out mini-batches in a fixed order."""
+        return batches(self.x_test, self.y_test, batch_size)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.x_test)
+
     def subset(self, n: int) -> Dataset:
         """The first ``n`` training examples (the paper's low-data experiments)."""
         if not 0 < n <= len(self.x_train):

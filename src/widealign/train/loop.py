@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from widealign.data.base import Dataset, batches
+from widealign.data.base import Dataset
 from widealign.rules.base import Rule
 from widealign.seeding import generator
 
@@ -68,18 +68,19 @@ def correct(output: Tensor, target: Tensor) -> int:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor, batch_size: int, classification: bool
+    model: nn.Module, loss_fn: Callable, batches: Iterable[tuple[Tensor, Tensor]], classification: bool
 ) -> tuple[float, float | None]:
-    """Mean loss and accuracy (None unless ``classification``) over ``(x, y)`` in batches."""
+    """Mean loss and accuracy (None unless ``classification``) over the given batches."""
     was_training = model.training
     model.eval()
-    total_loss, hits = 0.0, 0
-    for xb, yb in batches(x, y, batch_size):
+    total_loss, hits, n = 0.0, 0, 0
+    for xb, yb in batches:
         out = model(xb)
         total_loss += float(loss_fn(out, yb)) * len(xb)
         hits += correct(out, yb) if classification else 0
+        n += len(xb)
     model.train(was_training)
-    return total_loss / len(x), (hits / len(x) if classification else None)
+    return total_loss / n, (hits / n if classification else None)
 
 
 class Trainer:
@@ -87,7 +88,8 @@ class Trainer:
 
     Args:
         model, rule, optimizer: the rule must be bound to ``model``; the optimiser to its parameters.
-        data: tensors already on the model's device and dtype.
+        data: a data set already on the model's device and dtype (anything with ``task``,
+            ``train_batches(batch_size, generator)`` and ``test_batches(batch_size)``).
         batch_size: training (and evaluation) batch size.
         seed: seeds the shuffling order (independently of the model's and the rule's streams).
         checkpoint: a file written after every epoch; if it exists when :meth:`fit` starts, training
@@ -135,9 +137,7 @@ class Trainer:
         """One pass over the shuffled training set; returns its mean loss and accuracy."""
         self.model.train()
         total_loss, hits, n = 0.0, 0, 0
-        for step, (xb, yb) in enumerate(
-            batches(self.data.x_train, self.data.y_train, self.batch_size, self.shuffle)
-        ):
+        for step, (xb, yb) in enumerate(self.data.train_batches(self.batch_size, self.shuffle)):
             loss, out = self.rule.backward(xb, yb)
             if not math.isfinite(float(loss)):
                 raise DivergedError(self.epoch + 1, step, float(loss))
@@ -163,8 +163,7 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch()
                 seconds = time.perf_counter() - start
                 test_loss, test_acc = evaluate(
-                    self.model, self.rule.loss_fn, self.data.x_test, self.data.y_test,
-                    self.batch_size, self.classification,
+                    self.model, self.rule.loss_fn, self.data.test_batches(self.batch_size), self.classification,
                 )  # fmt: skip
                 extra: dict[str, Any] = {}
                 for metric in self.epoch_metrics:
