@@ -61,12 +61,14 @@ def test_identical_updates_score_one_and_scaling_is_invisible(kind):
     build, shape, _ = LAYERS[kind]
     layer = build().double()
     a, b = rand(layer.weight.shape, 1), rand(layer.weight.shape, 2)
-    assert layer_alignment(layer, a, a, shape, seeded(), draws=5, batch=10) == pytest.approx(1, abs=1e-12)
-    base = layer_alignment(layer, a, b, shape, seeded(), draws=5, batch=10)
-    assert base < 0.999  # the scaling check below is not vacuous
-    for scaled in (layer_alignment(layer, a, 3.7 * b, shape, seeded(), draws=5, batch=10),
-                   layer_alignment(layer, 0.01 * a, b, shape, seeded(), draws=5, batch=10),
-                   layer_alignment(layer, b, a, shape, seeded(), draws=5, batch=10)):  # fmt: skip
+
+    def score(u: torch.Tensor, v: torch.Tensor) -> float:
+        return layer_alignment(layer, u, v, shape, seeded(), draws=5, batch=10)
+
+    assert score(a, a) == pytest.approx(1, abs=1e-12)
+    base = score(a, b)
+    assert base < 0.999  # the scaling checks below are not vacuous
+    for scaled in (score(a, 3.7 * b), score(0.01 * a, b), score(b, a)):
         assert scaled == pytest.approx(base, rel=1e-12)
 
 
