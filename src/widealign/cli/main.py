@@ -1,4 +1,4 @@
-"""The ``widealign`` command: ``train``, ``compare``, ``bench`` and ``rules``.
+"""The ``widealign`` command: ``train``, ``compare``, ``run``, ``bench`` and ``rules``.
 
 Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
 learning rate that is not a positive number, an unwritable output folder) ends with one line on
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,12 @@ from tqdm.auto import tqdm
 
 from widealign.data import DATASETS
 from widealign.experiments.bench import bench, format_bench
+from widealign.experiments.catalogue import Family, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
 from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig
-from widealign.experiments.run import check_writable, train_run
+from widealign.experiments.run import DATA_DIR_ENV, DOWNLOAD_ENV, check_writable, train_run
+from widealign.experiments.runners import validate
+from widealign.experiments.sweep import EXECUTORS, run_sweep, summarise
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
@@ -89,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--dtype", choices=DTYPES, default="float32")
     b.add_argument("--json", help="also write the rows to this JSON file")
+
+    run = sub.add_parser("run", help="run an experiment family of the paper (see --list)")
+    run.add_argument("name", nargs="?", help="family name (widealign run --list)")
+    run.add_argument("--list", action="store_true", help="list the families with one line each")
+    run.add_argument("--smoke", action="store_true", help="the quick version on bundled data")
+    run.add_argument("--out", help="results folder (default results/<name>[-smoke])")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
+    run.add_argument("--epochs", type=int, help="same as --set epochs=N")
+    run.add_argument("--dataset", help="same as --set dataset=NAME")
+    run.add_argument("--widths", type=int, nargs="+", help="same as --set 'sweep.width=[...]'")
+    run.add_argument("--rules", nargs="+", help="same as --set 'sweep.rule=[...]'")
+    run.add_argument("--device", help="same as --set device=NAME")
+    run.add_argument("--executor", choices=EXECUTORS, default="sequential")
+    run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
+    run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
+    run.add_argument("--data-dir", help="where data sets live (sets WIDEALIGN_DATA_DIR)")
+    run.add_argument("--download", action="store_true", help="download missing data sets")
+    run.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    run.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("rules", help="list the learning rules")
     return parser
@@ -175,7 +198,55 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_compare, "bench": cmd_bench, "rules": cmd_rules}
+def _family(args: argparse.Namespace) -> Family:
+    family = load_family(args.name)
+    if args.smoke:
+        family = family.smoke_version()
+    overrides = dict(parse_override(text) for text in args.set)
+    for key, value in (("epochs", args.epochs), ("dataset", args.dataset), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    for key, values in (("sweep.width", args.widths), ("sweep.rule", args.rules)):
+        if values is not None:
+            overrides[key] = values
+    return family.with_overrides(overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.list:
+        for name in family_names():
+            print(f"{name:<11} {load_family(name).description}")
+        return 0
+    if args.name is None:
+        raise UsageError("name an experiment family, or use --list")
+    family = _family(args)
+    out = args.out or f"results/{family.name}{'-smoke' if args.smoke else ''}"
+    tasks = family.tasks()
+    if args.dry_run:
+        for task in tasks:
+            validate(task)
+            print(task.run_id)
+        print(f"{len(tasks)} runs")
+        return 0
+    if args.data_dir:
+        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
+    if args.download:
+        os.environ[DOWNLOAD_ENV] = "1"
+    print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
+    progress = not args.no_progress
+    results = run_sweep(family, out, args.executor, args.workers, args.ray_address, progress=progress)
+    print(summarise(results))
+    print(f"next: widealign report {out}")
+    return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "bench": cmd_bench,
+    "rules": cmd_rules,
+    "run": cmd_run,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,12 +29,23 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=10),
     "add": dict(model="rnn", preset=None, width=64, lr=1e-3, batch_size=50, epochs=200),
+    "mnist": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=100),
+    "kmnist": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=100),
+    "cifar10": dict(model="convnet", preset="cifar10", width=64, lr=5.0, batch_size=100, epochs=150),
+    "imagenet": dict(model="convnet", preset="imagenet", width=512, lr=5.0, batch_size=100, epochs=300),
+    "imagenet-smoke": dict(model="convnet", preset="imagenet", width=8, lr=5.0, batch_size=20, epochs=1),
 }
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines one run's numbers (plus where it runs)."""
+    """Everything that determines one run's numbers (plus where it runs).
+
+    ``train_size`` keeps the first N training examples (the paper's low-data experiments);
+    ``official_test`` evaluates on the official test set instead of the held-out part of the
+    training set (CIFAR-10, KMNIST, MNIST). Where the
+    data files live is not part of the configuration: see :func:`widealign.experiments.run.load_data`.
+    """
 
     rule: str = "bp"
     dataset: str = "digits"
@@ -52,6 +63,8 @@ class RunConfig:
     lr: float | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    train_size: int | None = None
+    official_test: bool = False
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -90,6 +103,8 @@ class RunConfig:
                 raise ValueError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
+        if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size <= 0):
+            raise ValueError(f"train size must be a positive integer, got {self.train_size!r}")
         if self.strides is not None and any(s <= 0 for s in self.strides):
             raise ValueError(f"strides must be positive, got {self.strides}")
         if self.model == "convnet" and self.preset is None and self.strides is None:
@@ -124,7 +139,7 @@ def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     """The network ``cfg`` describes, sized for ``data``, initialised from ``cfg.seed``."""
     common = dict(parameterization=cfg.parameterization, seed=cfg.seed)
     if cfg.model == "convnet":
-        if data.x_train.dim() != 4:
+        if len(data.input_shape) != 3:
             raise ValueError(
                 f"the convnet needs image data (N, C, H, W); {data.name} has shape {data.input_shape}"
             )
@@ -136,7 +151,7 @@ def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     if cfg.model == "mlp":
         widths = cfg.width if isinstance(cfg.width, list) else [cfg.width] * cfg.depth
         return MLP(math.prod(data.input_shape), data.num_outputs, widths, **common)
-    if data.x_train.dim() != 3:
+    if len(data.input_shape) != 2:
         raise ValueError(
             f"the rnn needs sequence data (N, T, features); {data.name} has shape {data.input_shape}"
         )

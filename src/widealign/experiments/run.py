@@ -20,12 +20,13 @@ from typing import Any
 import torch
 
 import widealign
-from widealign.data import load_dataset
+from widealign.data import Dataset, load_dataset
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
 from widealign.rules import make_rule
 from widealign.train import DivergedError, EpochRecord, Trainer
 
 RESULT_FILE = "result.json"
+DATA_DIR_ENV, DOWNLOAD_ENV = "WIDEALIGN_DATA_DIR", "WIDEALIGN_DOWNLOAD"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -68,6 +69,22 @@ def check_writable(out: str | os.PathLike) -> Path:
     return out
 
 
+def load_data(cfg: RunConfig) -> Dataset:
+    """The configured data set (and training subset).
+
+    Where data files live is the environment's business, not the configuration's (results stay
+    comparable across machines): ``WIDEALIGN_DATA_DIR`` names the folder and ``WIDEALIGN_DOWNLOAD=1``
+    allows downloading, which the CLI's ``--data-dir`` and ``--download`` set.
+    """
+    data = load_dataset(
+        cfg.dataset,
+        data_dir=os.environ.get(DATA_DIR_ENV) or None,
+        download=os.environ.get(DOWNLOAD_ENV) == "1",
+        official_test=cfg.official_test,
+    )
+    return data if cfg.train_size is None else data.subset(cfg.train_size)
+
+
 def train_run(
     cfg: RunConfig,
     out: str | os.PathLike | None = None,
@@ -91,7 +108,7 @@ def train_run(
         if previous is not None and previous["status"] in ("finished", "diverged"):
             return previous
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset).to(device, cfg.torch_dtype)
+    data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
     rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed)
     optimizer = build_optimizer(cfg, model)

@@ -162,9 +162,8 @@ class Trainer:
                 start = time.perf_counter()
                 train_loss, train_acc = self.train_epoch()
                 seconds = time.perf_counter() - start
-                test_loss, test_acc = evaluate(
-                    self.model, self.rule.loss_fn, self.data.test_batches(self.batch_size), self.classification,
-                )  # fmt: skip
+                held_out = self.data.test_batches(self.batch_size)
+                test_loss, test_acc = evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
                 extra: dict[str, Any] = {}
                 for metric in self.epoch_metrics:
                     extra |= metric(self)

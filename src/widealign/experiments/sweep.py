@@ -1,0 +1,161 @@
+"""Run a sweep's tasks with an executor: in-process, a local process pool, or Ray.
+
+Every task runs into its own folder ``OUT/<run_id>/`` through its kind's runner, which writes
+``result.json`` atomically and checkpoints every epoch; so rerunning a sweep skips finished runs,
+resumes interrupted ones, and a killed sweep loses at most the epoch in progress. A run that
+diverges is recorded as diverged; a run that fails (an exception) is reported, written to
+``OUT/<run_id>/error.txt`` and retried by the next rerun; the sweep goes on either way.
+``OUT/sweep.json`` lists the family, its version and every run.
+
+Executors:
+
+* ``sequential`` (default): one run after another in this process, with a progress bar per run.
+* ``process``: a local pool of ``workers`` processes (spawned), each with ``cores / workers`` threads.
+* ``ray``: tasks on a Ray cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or on a
+  local Ray instance started for the sweep. The results folder must be on a file system that every
+  node sees. Needs the optional extra: ``pip install 'widealign[ray]'``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from widealign.experiments.catalogue import Family, Task
+from widealign.experiments.run import check_writable, environment, write_json_atomic
+from widealign.experiments.runners import RUNNERS, validate
+
+EXECUTORS = ("sequential", "process", "ray")
+
+
+def run_task(task: Task, out: str, progress: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """Run one task into ``out/<run_id>``; never raises for a failing run (returns status failed)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    folder = Path(out) / task.run_id
+    try:
+        result = RUNNERS[task.kind](task.config, folder, progress)
+        (folder / "error.txt").unlink(missing_ok=True)
+    except Exception as err:  # a failing run must not stop the sweep
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").write_text(traceback.format_exc())
+        result = {"status": "failed", "config": task.config, "error": f"{type(err).__name__}: {err}"}
+    result["run_id"] = task.run_id
+    return result
+
+
+def run_sweep(
+    family: Family,
+    out: str | os.PathLike,
+    executor: str = "sequential",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every task of ``family`` into ``out``; returns their result records in task order."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    tasks = family.tasks()
+    for task in tasks:
+        validate(task)
+    out = check_writable(out)
+    write_json_atomic(
+        {
+            "family": family.name,
+            "version": family.version,
+            "description": family.description,
+            "base": family.base,
+            "sweeps": family.sweeps,
+            "runs": [{"run_id": t.run_id, "kind": t.kind, "config": t.config} for t in tasks],
+            **environment_summary(),
+        },
+        out / "sweep.json",
+    )
+    if executor == "sequential":
+        results = _sequential(tasks, out, progress)
+    elif executor == "process":
+        results = _process_pool(tasks, out, workers, progress)
+    else:
+        results = _ray(tasks, out, ray_address, progress)
+    by_id = {r["run_id"]: r for r in results}
+    return [by_id[t.run_id] for t in tasks]
+
+
+def environment_summary() -> dict[str, Any]:
+    import torch
+
+    return {k: v for k, v in environment(torch.device("cpu")).items() if k != "device"}
+
+
+def _bar(total: int, progress: bool) -> tqdm:
+    return tqdm(total=total, desc="sweep", unit="run", disable=not progress, position=0)
+
+
+def _sequential(tasks: Sequence[Task], out: Path, progress: bool) -> list[dict[str, Any]]:
+    results = []
+    with _bar(len(tasks), progress) as bar:
+        for task in tasks:
+            results.append(run_task(task, str(out), progress))
+            bar.update()
+    return results
+
+
+def _process_pool(
+    tasks: Sequence[Task], out: Path, workers: int | None, progress: bool
+) -> list[dict[str, Any]]:
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    if workers <= 0:
+        raise ValueError(f"workers must be positive, got {workers}")
+    threads = max(1, cores // workers)
+    ctx = multiprocessing.get_context("spawn")
+    results = []
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool, _bar(len(tasks), progress) as bar:
+        futures = [pool.submit(run_task, t, str(out), False, threads) for t in tasks]
+        for future in cf.as_completed(futures):
+            results.append(future.result())
+            bar.update()
+    return results
+
+
+def _ray(tasks: Sequence[Task], out: Path, address: str | None, progress: bool) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("--executor ray needs Ray: pip install 'widealign[ray]'") from err
+    env = {k: v for k, v in os.environ.items() if k.startswith("WIDEALIGN_")}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(run_task)
+    pending = [remote.remote(t, str(out.resolve()), False, 1) for t in tasks]
+    results = []
+    try:
+        with _bar(len(tasks), progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                results.extend(ray.get(done))
+                bar.update(len(done))
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> str:
+    """``"n runs: a finished, b diverged, c failed"`` with the failures' messages."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    line = f"{len(results)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    failures = [f"  {r['run_id']}: {r['error']}" for r in results if r["status"] == "failed"]
+    return "\n".join([line, *failures])

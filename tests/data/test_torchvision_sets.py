@@ -1,0 +1,202 @@
+"""MNIST, KMNIST and CIFAR-10 read from tiny files in their real on-disk formats (no download)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from widealign.data import load_dataset, load_torchvision_set
+from widealign.data import torchvision_sets as tvs
+
+N_TRAIN, N_TEST = 30, 10
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An idx file (uint8, big-endian dimensions) as LeCun's MNIST files are written."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def mnist_arrays(n: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose every pixel is ``offset + i`` (so each one is recognisable) and labels i % 10."""
+    images = np.broadcast_to((offset + np.arange(n, dtype=np.uint8))[:, None, None], (n, 28, 28))
+    return images, np.arange(n) % 10
+
+
+def write_mnist(root: Path, folder: str = "MNIST", gz: bool = False) -> Path:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n, offset in (("train", N_TRAIN, 0), ("t10k", N_TEST, 200)):
+        images, labels = mnist_arrays(n, offset)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = idx_bytes(array)
+            name = raw / f"{prefix}-{kind}-ubyte"
+            if gz:
+                with gzip.open(f"{name}.gz", "wb") as f:
+                    f.write(data)
+            else:
+                name.write_bytes(data)
+    return raw
+
+
+def cifar_batch(n: int, offset: int) -> dict:
+    """A CIFAR python batch: rows of 3072 bytes (red plane, green plane, blue plane, each 32x32)."""
+    value = offset + np.arange(n, dtype=np.uint8)
+    planes = [np.repeat(value[:, None], 1024, 1) + c for c in (0, 1, 2)]
+    return {
+        "batch_label": "tiny",
+        "labels": [int(v) % 10 for v in value],
+        "data": np.concatenate(planes, 1).astype(np.uint8),
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
+
+
+def write_cifar(root: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    per_batch = N_TRAIN // 5
+    for b in range(5):
+        with open(folder / f"data_batch_{b + 1}", "wb") as f:
+            pickle.dump(cifar_batch(per_batch, b * per_batch), f, protocol=2)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(cifar_batch(N_TEST, 150), f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, f, protocol=2)
+    return folder
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Let tiny CIFAR files pass torchvision's md5 check (they cannot match the real checksums)."""
+    monkeypatch.setattr(
+        torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath)
+    )
+
+
+@pytest.fixture
+def small_holdout(monkeypatch):
+    monkeypatch.setattr(tvs, "HOLDOUT", 5)
+
+
+def assert_papers_format(d, shape: tuple[int, ...]) -> None:
+    assert d.input_shape == shape and d.x_train.dtype == torch.float32
+    assert 0 <= d.x_train.min() and d.x_train.max() <= 1 and 0 <= d.x_test.min() and d.x_test.max() <= 1
+    for y in (d.y_train, d.y_test):
+        torch.testing.assert_close(y, torch.nn.functional.one_hot(y.argmax(1), 10).float() - 0.1)
+    assert d.task == "classification" and d.num_outputs == 10 and d.default_loss == "mse"
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("kmnist", "KMNIST")])
+def test_mnist_family_holds_out_the_last_k_training_images(tmp_path, name, folder):
+    write_mnist(tmp_path, folder)
+    d = load_torchvision_set(name, tmp_path, holdout=5)
+    assert_papers_format(d, (1, 28, 28))
+    assert (d.n_train, d.n_test) == (N_TRAIN - 5, 5)
+    torch.testing.assert_close(d.x_train[:, 0, 3, 7] * 255, torch.arange(25.0))
+    torch.testing.assert_close(d.x_test[:, 0, 0, 0] * 255, torch.arange(25.0, 30.0))
+    assert d.y_train.argmax(1).tolist() == [i % 10 for i in range(25)]
+    assert torch.equal(d.subset(4).x_train, d.x_train[:4])  # the paper's "first N training examples"
+
+
+def test_distributed_gz_files_are_decompressed_and_read(tmp_path, small_holdout):
+    raw = write_mnist(tmp_path, "KMNIST", gz=True)
+    d = load_dataset("kmnist", data_dir=tmp_path)
+    assert (d.n_train, d.n_test) == (N_TRAIN - 5, 5)
+    assert (raw / "train-images-idx3-ubyte").is_file() and (raw / "train-images-idx3-ubyte.gz").is_file()
+
+
+def test_cifar10_pixels_keep_the_channel_planes_and_split(tmp_path, no_md5):
+    write_cifar(tmp_path)
+    d = load_torchvision_set("cifar10", tmp_path, holdout=6)
+    assert_papers_format(d, (3, 32, 32))
+    assert (d.n_train, d.n_test) == (24, 6)
+    pixels = torch.arange(30.0)[:, None] + torch.tensor([0.0, 1, 2])
+    torch.testing.assert_close(d.x_train[:, :, 5, 9] * 255, pixels[:24])
+    torch.testing.assert_close(d.x_test[:, :, 31, 0] * 255, pixels[24:])
+
+
+def test_official_test_option_evaluates_on_the_test_files(tmp_path, no_md5, small_holdout):
+    write_cifar(tmp_path)
+    d = load_dataset("cifar10", data_dir=tmp_path, official_test=True)
+    assert (d.n_train, d.n_test) == (N_TRAIN - 5, N_TEST)
+    torch.testing.assert_close(d.x_test[:, 0, 0, 0] * 255, 150 + torch.arange(10.0))
+    full = load_torchvision_set("cifar10", tmp_path, official_test=True, holdout=0)
+    assert full.n_train == N_TRAIN
+    with pytest.raises(ValueError, match="cannot hold out 0"):
+        load_torchvision_set("cifar10", tmp_path, holdout=0)
+
+
+def test_archive_cifar_tarball_is_extracted_without_download(tmp_path, no_md5, small_holdout):
+    write_cifar(tmp_path / "build")
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    assert load_dataset("cifar10", data_dir=tmp_path).n_train == N_TRAIN - 5
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST/raw"), ("kmnist", "KMNIST/raw"), ("cifar10", "")])
+def test_missing_data_is_a_one_line_error_naming_the_folder(tmp_path, name, folder):
+    with pytest.raises(ValueError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "--download" in message
+    assert str(tmp_path / (folder or "cifar-10-batches-py")) in message
+
+
+def test_default_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDEALIGN_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=str(tmp_path / "MNIST" / "raw")):
+        load_dataset("mnist")
+    monkeypatch.delenv("WIDEALIGN_DATA_DIR")
+    assert tvs.default_data_dir() == Path("data")
+
+
+def test_production_md5_check_rejects_files_that_are_not_the_real_cifar(tmp_path):
+    write_cifar(tmp_path)
+    with pytest.raises(ValueError, match="corrupt") as info:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "\n" not in str(info.value) and str(tmp_path / "cifar-10-batches-py") in str(info.value)
+
+
+def test_truncated_files_are_reported_as_corrupt(tmp_path, no_md5):
+    raw = write_mnist(tmp_path)
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="corrupt or incomplete") as info:
+        load_torchvision_set("mnist", tmp_path, holdout=5)
+    assert "\n" not in str(info.value)
+    batch = write_cifar(tmp_path) / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(ValueError, match="CIFAR-10 files in .* are corrupt"):
+        load_torchvision_set("cifar10", tmp_path, holdout=5)
+
+
+def test_download_only_when_asked_and_failures_are_one_line(tmp_path, monkeypatch):
+    calls = []
+
+    def offline(self):
+        calls.append(self.root)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried a mirror")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    with pytest.raises(ValueError, match="not found"):
+        load_dataset("mnist", data_dir=tmp_path)
+    assert calls == []
+    with pytest.raises(ValueError, match="download failed: Error downloading") as info:
+        load_dataset("mnist", data_dir=tmp_path, download=True)
+    assert calls == [str(tmp_path)] and "\n" not in str(info.value)
+
+
+def test_bundled_sets_still_load_by_name_and_reject_official_test():
+    assert load_dataset("digits").n_train == 1437
+    assert load_dataset("add").x_train.shape == (300, 100, 1)
+    with pytest.raises(ValueError, match="no official test set"):
+        load_dataset("digits", official_test=True)

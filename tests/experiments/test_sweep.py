@@ -1,0 +1,116 @@
+"""Sweeps: resumable, killable, the same numbers from every executor, failures and divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from widealign.experiments.catalogue import Family, load_family
+from widealign.experiments.sweep import run_sweep, summarise
+
+TINY = Family(
+    "tiny", 1, "two rules, two widths", "train",
+    {"dataset": "digits", "epochs": 2, "dtype": "float64", "train_size": 200},
+    [{"rule": ["bp", "fa"], "width": [4, 8]}],
+)  # fmt: skip
+
+
+def finals(results):
+    return [(r["run_id"], r["status"], [e["test_loss"] for e in r["epochs"]]) for r in results]
+
+
+def test_sweep_runs_every_task_and_a_rerun_trains_nothing(tmp_path):
+    first = run_sweep(TINY, tmp_path, progress=False)
+    assert [r["status"] for r in first] == ["finished"] * 4
+    manifest = json.loads((tmp_path / "sweep.json").read_text())
+    assert manifest["family"] == "tiny" and len(manifest["runs"]) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
+    again = run_sweep(TINY, tmp_path, progress=False)
+    assert finals(again) == finals(first)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == stamps
+
+
+def test_process_pool_gives_the_sequential_numbers(tmp_path):
+    sequential = run_sweep(TINY, tmp_path / "seq", progress=False)
+    pooled = run_sweep(TINY, tmp_path / "pool", executor="process", workers=2, progress=False)
+    assert finals(pooled) == finals(sequential)
+
+
+def test_ray_executor_gives_the_sequential_numbers(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed here (optional extra widealign[ray])")
+    one = Family(TINY.name, 1, "", "train", TINY.base, [{"rule": ["bp", "fa"], "width": [4]}])
+    sequential = run_sweep(one, tmp_path / "seq", progress=False)
+    via_ray = run_sweep(one, tmp_path / "ray", executor="ray", progress=False)
+    assert finals(via_ray) == finals(sequential)
+
+
+def test_diverged_and_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
+    family = Family(
+        "mixed", 1, "", "train", {"dataset": "digits", "epochs": 2, "width": 4, "train_size": 100},
+        [{"lr": [1e30, 1.0]}, {"lr": 1.0, "strides": [[1, 2]], "width": [[4, 4, 4]]}],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="3 widths given"):
+        run_sweep(family, tmp_path, progress=False)  # invalid configurations fail before any run
+    good = Family("mixed", 1, "", "train", family.base, [{"lr": [1e30, 1.0]}])
+    results = run_sweep(good, tmp_path, progress=False)
+    assert [r["status"] for r in results] == ["diverged", "finished"]
+    assert "1 diverged, 1 finished" in summarise(results)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_sweep_reruns_to_completion_without_duplicates_or_losses(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "widealign", "run", "width", "--smoke", "--out", str(out), "--no-progress",
+        "--rules", "bp", "fa", "--widths", "8", "--set", "epochs=40", "--set", "train_size=300",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def states() -> list[str]:
+        return [json.loads(p.read_text())["status"] for p in out.rglob("result.json")]
+
+    try:
+        # kill once the first run has finished and the second has checkpointed an epoch
+        assert wait_for(lambda: sorted(states()) == ["finished", "running"], timeout=240)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = [p for p in out.rglob("result.json") if json.loads(p.read_text())["status"] == "finished"]
+    before = {p: p.read_text() for p in finished}
+    partial = next(p for p in out.rglob("result.json") if p not in before)
+    done_epochs = len(json.loads(partial.read_text())["epochs"])
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2 finished" in rerun.stdout
+    results = list(out.rglob("result.json"))
+    assert len(results) == 2 == len([d for d in out.iterdir() if d.is_dir()])
+    assert all(p.read_text() == text for p, text in before.items())  # the finished run was not redone
+    resumed = json.loads(partial.read_text())
+    assert resumed["status"] == "finished" and resumed["resumed_from_epoch"] >= done_epochs
+    assert [e["epoch"] for e in resumed["epochs"]] == list(range(1, 41))
+
+
+def test_every_smoke_family_runs_its_first_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDEALIGN_DATA_DIR", str(tmp_path / "data"))  # imagenet-smoke writes its images
+    for name in ["width", "lr-sweep", "adam", "low-data", "align-prop", "seeds", "timing", "imagenet", "add"]:
+        family = load_family(name).smoke_version().with_overrides({"epochs": 1})
+        first = Family(family.name, 1, "", family.kind, family.tasks()[0].config, [])
+        [result] = run_sweep(first, tmp_path / name, progress=False)
+        assert result["status"] == "finished", (name, result.get("error"))
+        assert Path(tmp_path / name / result["run_id"] / "result.json").exists()
