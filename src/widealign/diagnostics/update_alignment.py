@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from widealign.models.layers import synaptic_layers
 from widealign.rules.base import Rule
 from widealign.rules.bp import Backprop
-from widealign.rules.fa import FeedbackAlignment
 
 if TYPE_CHECKING:
     from widealign.train.loop import Trainer
@@ -73,11 +72,11 @@ def update_cosines(rule: Rule, x: Tensor, y: Tensor) -> list[float]:
 def feedback_angles(rule: Rule) -> list[float | None]:
     """Per synaptic layer, the angle in degrees between the rule's feedback matrix and ``W``.
 
-    Defined for rules whose feedback matrix replaces ``W`` in the backward pass (fa and its
-    subclasses such as align-prop); None for every layer of other rules. dfa's matrices map the
-    output error to a layer's output, so they are not compared with ``W`` even when shapes agree.
+    Defined for rules whose feedback matrix replaces ``W`` in the backward pass
+    (``rule.feedback_replaces_weight``: fa, align-prop); None for every layer of other rules. dfa's
+    matrices map the output error to a layer's output, so they are not compared with ``W``.
     """
-    if not isinstance(rule, FeedbackAlignment):
+    if not rule.feedback_replaces_weight:
         return [None] * len(rule.layers)
     matrices = rule.feedback
     angles: list[float | None] = []

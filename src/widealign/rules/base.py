@@ -33,6 +33,9 @@ class Rule(nn.Module):
     name: ClassVar[str]
     #: Whether the rule handles models that call a synaptic layer more than once per pass.
     supports_recurrent: ClassVar[bool] = True
+    #: Whether ``rule.feedback[i]`` takes the place of layer i's weight in the backward pass
+    #: (fa, align-prop), so that the angle between the two is meaningful.
+    feedback_replaces_weight: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse") -> None:
         super().__init__()
