@@ -31,6 +31,12 @@ from widealign.cli.main import main
         (["bench", "--rules", "nope"], "unknown rule 'nope'"),
         (["train", "--device", "cuda:9"], "CUDA is not available|unknown device"),
         (["frobnicate"], "invalid choice"),
+        (
+            ["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/widealign"],
+            "CIFAR-10 not found in .*--download",
+        ),
+        (["run", "nope"], "unknown experiment family 'nope'"),
+        (["run", "width", "--set", "widht=8", "--dry-run"], "unknown configuration key"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys):

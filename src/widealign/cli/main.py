@@ -47,6 +47,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    p.add_argument("--data-dir", help="where data sets live (default $WIDEALIGN_DATA_DIR or ./data)")
+    p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
+    p.add_argument("--train-size", type=int, help="train on the first N training examples only")
+    p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
     p.add_argument("--model", choices=MODELS, help="network family (default: the dataset's)")
     p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
     p.add_argument("--strides", type=int, nargs="+", help="conv strides, one per layer (overrides --preset)")
@@ -123,8 +127,16 @@ def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        dtype=args.dtype, **fields,
+        dtype=args.dtype, train_size=args.train_size, official_test=args.official_test, **fields,
     )  # fmt: skip
+
+
+def _data_location(args: argparse.Namespace) -> None:
+    """``--data-dir``/``--download`` become the environment that :func:`load_data` reads."""
+    if getattr(args, "data_dir", None):
+        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
+    if getattr(args, "download", False):
+        os.environ[DOWNLOAD_ENV] = "1"
 
 
 def _print_epoch(total: int) -> Any:
@@ -228,10 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(task.run_id)
         print(f"{len(tasks)} runs")
         return 0
-    if args.data_dir:
-        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
-    if args.download:
-        os.environ[DOWNLOAD_ENV] = "1"
+    _data_location(args)
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
     progress = not args.no_progress
     results = run_sweep(family, out, args.executor, args.workers, args.ray_address, progress=progress)
@@ -257,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in getattr(args, name, None) or []:
                 if w <= 0:
                     raise ValueError(f"width must be a positive integer, got {w}")
+        _data_location(args)
         return COMMANDS[args.command](args)
     except (UsageError, ValueError, OSError) as err:
         print(f"widealign: error: {err}", file=sys.stderr)
