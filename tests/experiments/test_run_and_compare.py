@@ -73,7 +73,7 @@ def test_add_task_trains_the_rnn_with_the_sequence_loss():
         (dict(width=0), "width must be a positive integer"),
         (dict(lr=float("nan")), "learning rate"),
         (dict(width=[4, 4], strides=[1, 2, 2]), "2 widths given"),
-        (dict(dataset="imagenet"), "unknown dataset"),
+        (dict(dataset="cifar100"), "unknown dataset"),
         (dict(rule="dfa", dataset="add"), "feed-forward"),
         (dict(device="cuda:7"), "CUDA is not available|unknown device"),
     ],

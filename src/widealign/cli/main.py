@@ -1,4 +1,4 @@
-"""The ``widealign`` command: ``train``, ``compare``, ``run``, ``bench`` and ``rules``.
+"""The ``widealign`` command: ``train``, ``compare``, ``run``, ``report``, ``bench`` and ``rules``.
 
 Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
 learning rate that is not a positive number, an unwritable output folder) ends with one line on
@@ -28,6 +28,7 @@ from widealign.experiments.sweep import EXECUTORS, run_sweep, summarise
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
+from widealign.report import report
 from widealign.rules import RULES
 from widealign.train import EpochRecord
 
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="download missing data sets")
     run.add_argument("--dry-run", action="store_true", help="list the runs without training")
     run.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="collect a results folder into results.csv and the paper's figures")
+    rep.add_argument("results_dir", help="a folder of runs (searched recursively for result.json)")
+    rep.add_argument("--out", help="where to write the table and figures (default: results_dir)")
 
     sub.add_parser("rules", help="list the learning rules")
     return parser
@@ -249,12 +254,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_writable(args.out)
+    summary = report(args.results_dir, args.out)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary["counts"].items()))
+    print(f"{summary['runs']} runs ({counts})")
+    print(f"table: {summary['table']}")
+    for path in summary["figures"]:
+        print(f"figure: {path}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "compare": cmd_compare,
     "bench": cmd_bench,
     "rules": cmd_rules,
     "run": cmd_run,
+    "report": cmd_report,
 }
 
 

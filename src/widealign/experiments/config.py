@@ -8,6 +8,7 @@ configuration is what results files record.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -160,11 +161,11 @@ def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     return RNN(data.input_shape[-1], cfg.width, data.num_outputs, **common)
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``."""
+def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return torch.optim.SGD(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr)
 
 
 def resolve_device(device: str) -> torch.device:

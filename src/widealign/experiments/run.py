@@ -85,39 +85,46 @@ def load_data(cfg: RunConfig) -> Dataset:
     return data if cfg.train_size is None else data.subset(cfg.train_size)
 
 
+def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error."""
+    previous = read_result(out)
+    if previous is not None and previous["config"] != json.loads(json.dumps(config)):
+        raise ValueError(f"{out} holds a run with a different configuration; choose another output folder")
+    return previous if previous is not None and previous["status"] in ("finished", "diverged") else None
+
+
 def train_run(
     cfg: RunConfig,
     out: str | os.PathLike | None = None,
     progress: bool = True,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
+    kind: str = "train",
 ) -> dict[str, Any]:
     """Train one configuration and return its result record (see the module docstring).
 
     A diverging run is recorded with ``status: "diverged"`` and its message, not raised, so that
-    sweeps go on; callers that want an error check ``status``.
+    sweeps go on; callers that want an error check ``status``. ``epoch_metrics`` add diagnostics to
+    every epoch's record; ``kind`` names the run kind in the record.
     """
     cfg = cfg.resolved()
     if out is not None:
         out = check_writable(out)
-        previous = read_result(out)
-        if previous is not None and previous["config"] != json.loads(json.dumps(cfg.as_dict())):
-            raise ValueError(
-                f"{out} holds a run with a different configuration; choose another output folder"
-            )
-        if previous is not None and previous["status"] in ("finished", "diverged"):
+        previous = previous_result(out, cfg.as_dict())
+        if previous is not None:
             return previous
     device = resolve_device(cfg.device)
     data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
     rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model.parameters())
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
         checkpoint=None if out is None else out / CHECKPOINT_FILE,
         epoch_metrics=epoch_metrics, progress=progress,
     )  # fmt: skip
     record: dict[str, Any] = {
+        "kind": kind,
         "status": "running",
         "config": cfg.as_dict(),
         "seed": cfg.seed,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from widealign.experiments.alignment import alignment_config, run_alignment
 from widealign.experiments.config import RunConfig
 from widealign.experiments.run import train_run
 
@@ -36,9 +37,12 @@ def check_training(config: dict[str, Any]) -> None:
     RunConfig(**config).resolved()
 
 
-RUNNERS: dict[str, Runner] = {"train": run_training}
+RUNNERS: dict[str, Runner] = {"train": run_training, "alignment": run_alignment}
 #: Checks a configuration before any run starts, so a typo fails the sweep at once, not hours later.
-VALIDATORS: dict[str, Callable[[dict[str, Any]], None]] = {"train": check_training}
+VALIDATORS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "train": check_training,
+    "alignment": alignment_config,
+}
 
 
 def validate(task: Any) -> None:

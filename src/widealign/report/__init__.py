@@ -1,0 +1,43 @@
+"""The ``report`` stage: every ``result.json`` under a folder into one table and the paper's figures.
+
+>>> paths = report("results/kmnist")      # results.csv and *.png/*.pdf next to the runs
+>>> rows = collect("results")             # or step by step: rows, then table and figures
+>>> write_table(rows, "out"); make_figures(rows, "out")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from widealign.report.collect import TABLE_FILE, collect, record_row, status_counts, write_table
+from widealign.report.figures import FIGURES, make_figures
+
+
+def report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Collect the runs under ``results_dir``, write ``results.csv`` and every figure they support.
+
+    ``out_dir`` defaults to ``results_dir``. Returns ``{"table": Path, "figures": [Path, ...],
+    "runs": int, "counts": {status: n}}``. A folder without any ``result.json`` is an error, so a
+    mistyped path is not mistaken for an empty report.
+    """
+    rows = collect(results_dir)
+    if not rows:
+        raise ValueError(f"no result.json found under {str(results_dir)!r}")
+    out = Path(results_dir if out_dir is None else out_dir)
+    table = write_table(rows, out)
+    figures = make_figures(rows, out)
+    return {"table": table, "figures": figures, "runs": len(rows), "counts": status_counts(rows)}
+
+
+__all__ = [
+    "FIGURES",
+    "TABLE_FILE",
+    "collect",
+    "make_figures",
+    "record_row",
+    "report",
+    "status_counts",
+    "write_table",
+]
