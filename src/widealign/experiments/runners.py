@@ -17,6 +17,7 @@ from typing import Any
 from widealign.experiments.alignment import alignment_config, run_alignment
 from widealign.experiments.config import RunConfig
 from widealign.experiments.run import train_run
+from widealign.experiments.song2021 import Song2021Config, run_song2021_task
 
 Runner = Callable[[dict[str, Any], Path | None, bool], dict[str, Any]]
 
@@ -26,22 +27,37 @@ def run_training(config: dict[str, Any], out: Path | None, progress: bool) -> di
     return train_run(RunConfig(**config), out, progress=progress)
 
 
-def check_training(config: dict[str, Any]) -> None:
-    """Raise ValueError if ``config`` is not a valid :class:`RunConfig`."""
-    fields = set(RunConfig.__dataclass_fields__)
+def check_keys(config: dict[str, Any], cls: type) -> None:
+    """Raise ValueError naming any key of ``config`` that the dataclass ``cls`` does not have."""
+    fields = set(cls.__dataclass_fields__)
     unknown = sorted(set(config) - fields)
     if unknown:
-        raise ValueError(
-            f"unknown configuration key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-        )
+        known = ", ".join(sorted(fields))
+        raise ValueError(f"unknown configuration key(s) {', '.join(unknown)}; known: {known}")
+
+
+def check_training(config: dict[str, Any]) -> None:
+    """Raise ValueError if ``config`` is not a valid :class:`RunConfig`."""
+    check_keys(config, RunConfig)
     RunConfig(**config).resolved()
 
 
-RUNNERS: dict[str, Runner] = {"train": run_training, "alignment": run_alignment}
+def check_song2021(config: dict[str, Any]) -> None:
+    """Raise ValueError if ``config`` is not a valid :class:`Song2021Config`."""
+    check_keys(config, Song2021Config)
+    Song2021Config(**config)
+
+
+RUNNERS: dict[str, Runner] = {
+    "train": run_training,
+    "alignment": run_alignment,
+    "song2021": run_song2021_task,
+}
 #: Checks a configuration before any run starts, so a typo fails the sweep at once, not hours later.
 VALIDATORS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "train": check_training,
     "alignment": alignment_config,
+    "song2021": check_song2021,
 }
 
 
