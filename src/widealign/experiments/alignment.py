@@ -41,8 +41,8 @@ from widealign.experiments.run import (
     CHECKPOINT_FILE,
     RESULT_FILE,
     check_writable,
-    environment,
     load_data,
+    new_record,
     previous_result,
     train_run,
     write_json_atomic,
@@ -214,16 +214,7 @@ def _run_score(
     if checkpoint is not None and checkpoint.exists():
         history = _load_pair_state(pair, torch.load(checkpoint, map_location="cpu", weights_only=False))
         resumed_from = len(history)
-    record: dict[str, Any] = {
-        "kind": KIND,
-        "status": "running",
-        "config": cfg.as_dict(),
-        "seed": cfg.seed,
-        **environment(device),
-        "epochs": [],
-        "wall_seconds": 0.0,
-        "error": None,
-    }
+    record = new_record(KIND, cfg.as_dict(), cfg.seed, device)
     start = time.perf_counter()
 
     def save() -> None:

@@ -41,6 +41,20 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def new_record(kind: str, config: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """The result record of a run that is starting: kind, configuration, seed, versions, device."""
+    return {
+        "kind": kind,
+        "status": "running",
+        "config": config,
+        "seed": seed,
+        **environment(device),
+        "epochs": [],
+        "wall_seconds": 0.0,
+        "error": None,
+    }
+
+
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """Write JSON to a temporary file and rename it into place."""
     path = Path(path)
@@ -123,16 +137,7 @@ def train_run(
         checkpoint=None if out is None else out / CHECKPOINT_FILE,
         epoch_metrics=epoch_metrics, progress=progress,
     )  # fmt: skip
-    record: dict[str, Any] = {
-        "kind": kind,
-        "status": "running",
-        "config": cfg.as_dict(),
-        "seed": cfg.seed,
-        **environment(device),
-        "epochs": [],
-        "wall_seconds": 0.0,
-        "error": None,
-    }
+    record = new_record(kind, cfg.as_dict(), cfg.seed, device)
     start = time.perf_counter()
 
     def save(epoch_record: EpochRecord | None = None) -> None:

@@ -52,7 +52,7 @@ from widealign.data import load_digits
 from widealign.experiments.run import (
     RESULT_FILE,
     check_writable,
-    environment,
+    new_record,
     previous_result,
     write_json_atomic,
 )
@@ -322,15 +322,7 @@ def run_song2021_task(config: dict[str, Any], out: Path | None, progress: bool =
         previous = previous_result(out, recorded)
         if previous is not None:
             return previous
-    result: dict[str, Any] = {
-        "kind": "song2021",
-        "status": "running",
-        "config": recorded,
-        "seed": cfg.seed,
-        **environment(torch.device("cpu")),
-        "epochs": [],
-        "error": None,
-    }
+    result = new_record("song2021", recorded, cfg.seed, torch.device("cpu"))
     start = time.perf_counter()
     try:
         song = run_song2021(cfg)
