@@ -1,4 +1,4 @@
-"""The ``widealign`` command: ``train``, ``compare``, ``run``, ``report``, ``bench`` and ``rules``.
+"""The ``widealign`` command: ``train``, ``compare``, ``run``, ``report``, ``align``, ``bench``, ``rules``.
 
 Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
 learning rate that is not a positive number, an unwritable output folder) ends with one line on
@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from tqdm.auto import tqdm
 
 from widealign.data import DATASETS
+from widealign.experiments.align_runs import align_runs
 from widealign.experiments.bench import bench, format_bench
 from widealign.experiments.catalogue import Family, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="download missing data sets")
     run.add_argument("--dry-run", action="store_true", help="list the runs without training")
     run.add_argument("--no-progress", action="store_true")
+
+    al = sub.add_parser("align", help="input-weight alignment score of saved runs (SPEC section 4)")
+    al.add_argument("runs", nargs="+", help="one alignment score run, or two runs from the same init")
+    al.add_argument("--draws", type=int, default=100, help="noise draws (default 100)")
+    al.add_argument("--noise-batch", type=int, default=100, help="noise batch size (default 100)")
+    al.add_argument("--seed", type=int, default=0, help="seed of the noise and the shuffled control")
+    al.add_argument("--json", help="also write the scores to this JSON file")
 
     rep = sub.add_parser("report", help="collect a results folder into results.csv and the paper's figures")
     rep.add_argument("results_dir", help="a folder of runs (searched recursively for result.json)")
@@ -254,6 +262,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    if len(args.runs) > 2:
+        raise UsageError("give one alignment score run or two run folders")
+    for name in ("draws", "noise_batch"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"{name.replace('_', ' ')} must be a positive integer")
+    if args.json:
+        check_writable(Path(args.json).parent)
+    scores = align_runs(*args.runs, draws=args.draws, noise_batch=args.noise_batch, seed=args.seed)
+    print(f"{'layer':>5} {'alignment':>10} {'shuffled':>9}")
+    for i, s in enumerate(scores):
+        print(f"{i:>5} {s.score:>10.4f} {s.shuffled:>9.4f}")
+    if args.json:
+        rows = [{"layer": i, "alignment": s.score, "shuffled": s.shuffled} for i, s in enumerate(scores)]
+        Path(args.json).write_text(json.dumps({"runs": args.runs, "layers": rows}, indent=2) + "\n")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out)
@@ -273,6 +299,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "run": cmd_run,
     "report": cmd_report,
+    "align": cmd_align,
 }
 
 
