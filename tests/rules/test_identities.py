@@ -208,3 +208,52 @@ def test_backward_path_never_reads_current_weights(name, family):
         assert weights & saved  # the check can fail: backprop does read them
     else:
         assert not weights & saved
+
+
+def plain_forward(family: str, p: dict, x: torch.Tensor) -> torch.Tensor:
+    """Each family written with plain torch ops (F.linear, F.conv2d, F.pad), independent of widealign."""
+    import math
+
+    import torch.nn.functional as F
+
+    def dense(h, w, b=None):
+        out = F.linear(h, w) / math.sqrt(w.shape[1])
+        return out if b is None else out + b
+
+    if family == "mlp":
+        h = F.relu(dense(x, p["layers.0.weight"], p["layers.0.bias"]))
+        h = F.relu(dense(h, p["layers.1.weight"], p["layers.1.bias"]))
+        return dense(h, p["layers.2.weight"], p["layers.2.bias"])
+    if family == "conv":
+        h = x
+        for i, stride in enumerate([1, 2, 2]):
+            if i > 0:
+                h = F.relu(h)
+            w, b = p[f"convs.{i}.weight"], p[f"convs.{i}.bias"]
+            pad = (0, 1, 0, 1) if (h.shape[-1] % 2 == 0 and stride == 2) else (1, 1, 1, 1)
+            h = F.conv2d(F.pad(h, pad), w, None, stride) / math.sqrt(w[0].numel()) + b[:, None, None]
+            h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-6)
+        return dense(F.relu(h).mean((2, 3)), p["readout.weight"], p["readout.bias"])
+    h = p["h0"].expand(x.shape[0], -1)
+    outs = []
+    for t in range(x.shape[1]):
+        h = F.relu(dense(x[:, t], p["input.weight"], p["input.bias"]) + dense(h, p["recurrent.weight"]))
+        outs.append(dense(h, p["readout.weight"], p["readout.bias"]))
+    return torch.stack(outs, 1)
+
+
+def test_bp_equals_torch_autograd_through_plain_ops(family):
+    model = make_model(family)
+    with torch.no_grad():  # non-zero biases and h0, so that their gradients are exercised too
+        for name, p in model.named_parameters():
+            if "bias" in name or name == "h0":
+                p.normal_()
+    x, y = make_batch(family)
+    rule = make_rule("bp", model, loss_for(family))
+    rule.backward(x, y)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    out = plain_forward(family, params, x)
+    torch.testing.assert_close(out, model(x), **TOL)
+    expected = torch.autograd.grad(rule.loss_fn(out, y), list(params.values()))
+    for (name, p), g in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.grad, g, **TOL, msg=name)
