@@ -313,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"width must be a positive integer, got {w}")
         _data_location(args)
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # output piped into a program that stopped reading (| head): not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet
+        return 0
     except (UsageError, ValueError, OSError) as err:
         print(f"widealign: error: {err}", file=sys.stderr)
         return EXIT_USAGE

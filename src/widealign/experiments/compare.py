@@ -117,6 +117,9 @@ def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
             xs, ys = zip(*pts)
             ax.plot(xs, [100 * y for y in ys] if key == "test_acc" else ys, marker="o", label=rule)
     ax.set_xscale("log", base=2)
+    widths = sorted({r["width"] for r in rows})
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.minorticks_off()
     if key == "test_loss":
         ax.set_yscale("log")
     ax.set_xlabel("width (channels / hidden units)")
