@@ -102,3 +102,15 @@ def test_bench_reports_every_rule_with_bp_as_the_unit():
     assert {r["rule"] for r in rows} == set(widealign.RULES)
     assert next(r for r in rows if r["rule"] == "bp")["ratio_to_bp"] == 1.0
     assert all(r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("rule", ["bp", "align-ada", "fa", "dfa"])
+def test_gpu_run_matches_the_cpu_run(rule):
+    """Data held on the training device; the numbers agree with the CPU's up to float tolerance."""
+    cfg = RunConfig(rule=rule, width=8, epochs=2, dtype="float64", train_size=300)
+    cpu = train_run(cfg, progress=False)
+    gpu = train_run(RunConfig(**{**cfg.as_dict(), "device": "cuda"}), progress=False)
+    for a, b in zip(cpu["epochs"], gpu["epochs"]):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
