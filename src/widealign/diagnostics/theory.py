@@ -15,18 +15,20 @@ alignment score) measures how far a finite network is from that limit. At the fi
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from widealign.data.base import Dataset, batches
+from widealign.data.base import Dataset
 from widealign.diagnostics.alignment_score import BATCH, DRAWS, LayerAlignment, alignment_scores
 from widealign.losses import Loss, loss_and_error
 from widealign.rules.align_zero import AlignZero
 from widealign.rules.base import StepResult
 from widealign.rules.bp import Backprop
 from widealign.seeding import generator
+from widealign.train.loop import DivergedError, correct
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -80,14 +82,27 @@ class TheoryPair:
         self.theory_optimizer.step()
         return result
 
-    def train_epoch(self, data: Dataset, batch_size: int = 100) -> float:
-        """One shuffled pass over ``data``'s training set; returns the bp network's mean loss."""
-        total, n = 0.0, 0
-        for xb, yb in batches(data.x_train, data.y_train, batch_size, self.shuffle):
-            loss, _ = self.step(xb, yb)
+    def train_epoch(self, data: Dataset, batch_size: int = 100, epoch: int = 1) -> tuple[float, float | None]:
+        """One shuffled pass over ``data``'s training set, both networks stepped on every batch.
+
+        Returns the bp network's mean loss and accuracy (None for regression data) over the epoch,
+        like :meth:`widealign.train.Trainer.train_epoch`; a non-finite loss raises
+        :class:`~widealign.train.DivergedError` (``epoch`` is reported in it) before any step.
+        """
+        classification = data.task == "classification"
+        self.bp.train()
+        self.theory.train()
+        total, hits, n = 0.0, 0, 0
+        for step, (xb, yb) in enumerate(data.train_batches(batch_size, self.shuffle)):
+            loss, output = self.compute_updates(xb, yb)
+            if not math.isfinite(float(loss)):
+                raise DivergedError(epoch, step, float(loss))
+            self.bp_optimizer.step()
+            self.theory_optimizer.step()
             total += float(loss) * len(xb)
+            hits += correct(output, yb) if classification else 0
             n += len(xb)
-        return total / n
+        return total / n, (hits / n if classification else None)
 
     def alignment(
         self, x: Tensor, generator: torch.Generator, draws: int = DRAWS, batch: int = BATCH

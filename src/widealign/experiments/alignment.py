@@ -24,7 +24,6 @@ the format of ``train_run`` plus ``"kind": "alignment"``; both modes resume from
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -49,7 +48,6 @@ from widealign.experiments.run import (
 )
 from widealign.seeding import generator
 from widealign.train import DivergedError, EpochRecord, Trainer, evaluate, save_atomic
-from widealign.train.loop import correct
 
 KIND = "alignment"
 MODES = ("score", "update")
@@ -134,19 +132,8 @@ def _run_update(
 def _score_epoch(pair: TheoryPair, data: Dataset, cfg: RunConfig, probe: torch.Tensor, epoch: int) -> dict:
     """One epoch of the pair, then evaluation and the alignment score (noise seeded by ``epoch``)."""
     classification = data.task == "classification"
-    pair.bp.train()
-    pair.theory.train()
-    total, hits, n = 0.0, 0, 0
     start = time.perf_counter()
-    for step, (xb, yb) in enumerate(data.train_batches(cfg.batch_size, pair.shuffle)):
-        loss, output = pair.compute_updates(xb, yb)
-        if not math.isfinite(float(loss)):
-            raise DivergedError(epoch, step, float(loss))
-        pair.bp_optimizer.step()
-        pair.theory_optimizer.step()
-        total += float(loss) * len(xb)
-        hits += correct(output, yb) if classification else 0
-        n += len(xb)
+    train_loss, train_acc = pair.train_epoch(data, cfg.batch_size, epoch)
     seconds = time.perf_counter() - start
     test_loss, test_acc = evaluate(
         pair.bp, pair.bp_rule.loss_fn, data.test_batches(cfg.batch_size), classification
@@ -158,8 +145,8 @@ def _score_epoch(pair: TheoryPair, data: Dataset, cfg: RunConfig, probe: torch.T
     scores = pair.alignment(probe, noise, cfg.extra["draws"], cfg.extra["noise_batch"])
     return {
         "epoch": epoch,
-        "train_loss": total / n,
-        "train_acc": hits / n if classification else None,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
         "test_loss": test_loss,
         "test_acc": test_acc,
         "seconds": seconds,
