@@ -112,15 +112,19 @@ def run_alignment(
 def _run_update(
     cfg: RunConfig, out: Path | None, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None
 ) -> dict[str, Any]:
-    """``train_run`` with update alignment as an epoch metric; ``W(0)`` rebuilt from the seed."""
-    device = resolve_device(cfg.device)
-    data = load_data(cfg).to(device, cfg.torch_dtype)
-    initial = weight_snapshot(build_model(cfg, data).to(device, cfg.torch_dtype))
-    n = cfg.extra["probe_size"]
-    x_probe, y_probe = data.x_train[:n], data.y_train[:n]
+    """``train_run`` with update alignment as an epoch metric.
+
+    ``W(0)`` depends on the seed alone, so it is rebuilt (also after a resume) at the first call,
+    from the trainer's own data: the data set is loaded once, by ``train_run``.
+    """
+    probe: dict[str, Any] = {}
 
     def metric(trainer: Trainer) -> dict[str, float]:
-        return update_alignment(trainer.rule, x_probe, y_probe, initial)
+        if not probe:
+            data, n = trainer.data, cfg.extra["probe_size"]
+            initial = build_model(cfg, data).to(resolve_device(cfg.device), cfg.torch_dtype)
+            probe.update(x=data.x_train[:n], y=data.y_train[:n], initial=weight_snapshot(initial))
+        return update_alignment(trainer.rule, probe["x"], probe["y"], probe["initial"])
 
     def report_epoch(epoch_record: EpochRecord) -> None:
         if on_epoch is not None:
