@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from widealign.experiments.run import RESULT_FILE
 from widealign.report.collect import TABLE_FILE, collect, record_row, status_counts, write_table
 from widealign.report.figures import FIGURES, make_figures
 
@@ -30,7 +28,7 @@ def report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     out = Path(results_dir if out_dir is None else out_dir)
     table = write_table(rows, out)
     figures = make_figures(rows, out)
-    songs = song2021_records(results_dir)
+    songs = song2021_records(rows)
     if songs:
         from widealign.experiments.song2021_plots import plot_song2021
 
@@ -38,17 +36,13 @@ def report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     return {"table": table, "figures": figures, "runs": len(rows), "counts": status_counts(rows)}
 
 
-def song2021_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The full curves of the finished Song et al. runs under ``results_dir`` (for their figures)."""
-    records = []
-    for file in sorted(Path(results_dir).rglob(RESULT_FILE)):
-        try:
-            record = json.loads(file.read_text())
-        except (OSError, ValueError):
-            continue  # already reported as an unreadable row by collect
-        if record.get("kind") == "song2021" and record.get("status") == "finished":
-            records.append(record["song"])
-    return records
+def song2021_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The full curves of the finished Song et al. runs among ``rows`` (for their own figures)."""
+    return [
+        row["_record"]["song"]
+        for row in rows
+        if row.get("kind") == "song2021" and row.get("status") == "finished"
+    ]
 
 
 __all__ = [

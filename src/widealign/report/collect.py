@@ -10,7 +10,8 @@ of the last epoch (``align/0``, ``cos_bp/1``, ``theory_test_loss``, ...) is copi
 per-layer family ``name/i`` also gets ``name/mean``, its mean over layers.
 
 Keys starting with an underscore are for the figures, not the table: ``_config`` (the flattened
-config, to tell which settings vary) and ``_epochs`` (the per-epoch records, for curves).
+config, to tell which settings vary), ``_epochs`` (the per-epoch records, for curves) and
+``_record`` (the whole record, for kinds with figures of their own such as ``song2021``).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def record_row(record: dict[str, Any], path: str = "") -> dict[str, Any]:
     row |= _summaries(epochs)
     row["wall_seconds"] = record.get("wall_seconds")
     row |= _last_epoch_extras(epochs)
-    row["_config"], row["_epochs"] = config, epochs
+    row["_config"], row["_epochs"], row["_record"] = config, epochs, record
     return row
 
 
