@@ -37,6 +37,8 @@ from widealign.cli.main import main
         ),
         (["run", "nope"], "unknown experiment family 'nope'"),
         (["run", "width", "--set", "widht=8", "--dry-run"], "unknown configuration key"),
+        (["run", "width", "--smoke", "--estimate", "--estimate-steps", "0"], "estimate steps must be"),
+        (["run", "width", "--smoke", "--estimate", "--set", "width=0"], "width must be a positive integer"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys):

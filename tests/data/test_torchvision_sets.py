@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 
-from widealign.data import load_dataset, load_torchvision_set
+from widealign.data import DATA_SHAPES, load_dataset, load_torchvision_set
 from widealign.data import torchvision_sets as tvs
 
 N_TRAIN, N_TEST = 30, 10
@@ -200,3 +200,13 @@ def test_bundled_sets_still_load_by_name_and_reject_official_test():
     assert load_dataset("add").x_train.shape == (300, 100, 1)
     with pytest.raises(ValueError, match="no official test set"):
         load_dataset("digits", official_test=True)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("kmnist", "KMNIST"), ("cifar10", None)])
+def test_data_shapes_match_the_loader_on_real_format_files(tmp_path, no_md5, name, folder):
+    write_cifar(tmp_path) if folder is None else write_mnist(tmp_path, folder)
+    data, shape = load_torchvision_set(name, tmp_path, holdout=5), DATA_SHAPES[name]
+    assert shape.input_shape == data.input_shape and shape.num_outputs == data.num_outputs
+    assert (shape.task, shape.default_loss) == (data.task, data.default_loss)
+    assert shape.target_shape == tuple(data.y_train.shape[1:])
+    assert shape.n_test == tvs.HOLDOUT and shape.n_official_test == 10_000

@@ -22,8 +22,9 @@ from widealign.experiments.align_runs import align_runs
 from widealign.experiments.bench import bench, format_bench
 from widealign.experiments.catalogue import Family, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
-from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig
-from widealign.experiments.run import DATA_DIR_ENV, DOWNLOAD_ENV, check_writable, train_run
+from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, resolve_device
+from widealign.experiments.estimate import estimate_family, format_estimate
+from widealign.experiments.run import DATA_DIR_ENV, DOWNLOAD_ENV, check_writable, environment, train_run
 from widealign.experiments.runners import validate
 from widealign.experiments.sweep import EXECUTORS, run_sweep, summarise
 from widealign.losses import LOSSES
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where data sets live (sets WIDEALIGN_DATA_DIR)")
     run.add_argument("--download", action="store_true", help="download missing data sets")
     run.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    run.add_argument(
+        "--estimate", action="store_true",
+        help="time a few steps of each distinct run shape here and print the family's expected run time",
+    )  # fmt: skip
+    run.add_argument("--estimate-steps", type=int, default=3, help="timed steps per run shape (default 3)")
     run.add_argument("--no-progress", action="store_true")
 
     al = sub.add_parser("align", help="input-weight alignment score of saved runs (SPEC section 4)")
@@ -253,6 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(task.run_id)
         print(f"{len(tasks)} runs")
         return 0
+    if args.estimate:
+        return _estimate(family, args)
     _data_location(args)
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
     progress = not args.no_progress
@@ -260,6 +268,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summarise(results))
     print(f"next: widealign report {out}")
     return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+def _estimate(family: Family, args: argparse.Namespace) -> int:
+    if args.estimate_steps <= 0:
+        raise ValueError(f"estimate steps must be a positive integer, got {args.estimate_steps}")
+    devices = sorted({str(t.config.get("device", "cpu")) for t in family.tasks()})
+    env = environment(resolve_device(devices[0]))
+    print(
+        f"widealign run {family.name} (version {family.version}): expected run time on "
+        f"{', '.join(devices)} ({env['device_name']}), torch {env['torch_version']}, "
+        f"widealign {env['widealign_version']}, from {args.estimate_steps} timed steps per run shape"
+    )
+    estimates = estimate_family(family, args.estimate_steps, progress=not args.no_progress)
+    print(format_estimate(estimates))
+    print("not counted: loading data (streamed ImageNet), building models, writing checkpoints")
+    return 0
 
 
 def cmd_align(args: argparse.Namespace) -> int:

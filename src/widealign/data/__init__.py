@@ -19,6 +19,7 @@ from widealign.data.imagenet import (
     load_imagenet,
     load_imagenet_smoke,
 )
+from widealign.data.shapes import DATA_SHAPES, DataShape
 from widealign.data.torchvision_sets import (
     HOLDOUT,
     default_data_dir,
@@ -76,6 +77,8 @@ def load_dataset(
 
 
 __all__ = [
+    "DATA_SHAPES",
+    "DataShape",
     "DATASETS",
     "HOLDOUT",
     "AnyDataset",
