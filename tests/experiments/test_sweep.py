@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from widealign.experiments.catalogue import Family, family_names, load_family
-from widealign.experiments.sweep import run_sweep, summarise
+from widealign.experiments.catalogue import Family, Task, family_names, load_family
+from widealign.experiments.sweep import ray_resources, run_sweep, summarise
 
 TINY = Family(
     "tiny", 1, "two rules, two widths", "train",
@@ -49,6 +49,24 @@ def test_ray_executor_gives_the_sequential_numbers(tmp_path):
     sequential = run_sweep(one, tmp_path / "seq", progress=False)
     via_ray = run_sweep(one, tmp_path / "ray", executor="ray", progress=False)
     assert finals(via_ray) == finals(sequential)
+
+
+def test_ray_runs_ask_for_a_gpu_only_when_they_run_on_cuda(tmp_path):
+    def task(device: str) -> Task:
+        return Task("train", {"device": device}, "x")
+
+    assert ray_resources(task("cpu")) == {"num_cpus": 1, "num_gpus": 0}
+    assert ray_resources(Task("train", {}, "x"), 0.5) == {"num_cpus": 1, "num_gpus": 0}
+    assert ray_resources(task("cuda")) == {"num_cpus": 1, "num_gpus": 1.0}
+    assert ray_resources(task("cuda"), 0.25) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert ray_resources(task("cuda"), 2) == {"num_cpus": 1, "num_gpus": 2}
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="GPUs per run"):
+            ray_resources(task("cuda"), bad)
+    gpu_one = TINY.with_overrides({"device": "cuda:1"})
+    with pytest.raises(ValueError, match="not 'cuda:1'"):
+        run_sweep(gpu_one, tmp_path, executor="ray", progress=False)  # refused before any run starts
+    assert not list(tmp_path.iterdir())
 
 
 def test_diverged_and_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):

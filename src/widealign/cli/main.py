@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=EXECUTORS, default="sequential")
     run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
     run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
+    run.add_argument(
+        "--gpus-per-run", type=float, default=1.0,
+        help="with --executor ray and --device cuda: GPUs each run asks for (default 1; 0.25 shares a GPU)",
+    )  # fmt: skip
     run.add_argument("--data-dir", help="where data sets live (sets WIDEALIGN_DATA_DIR)")
     run.add_argument("--download", action="store_true", help="download missing data sets")
     run.add_argument("--dry-run", action="store_true", help="list the runs without training")
@@ -264,7 +268,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _data_location(args)
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
     progress = not args.no_progress
-    results = run_sweep(family, out, args.executor, args.workers, args.ray_address, progress=progress)
+    results = run_sweep(
+        family, out, args.executor, args.workers, args.ray_address, progress=progress,
+        gpus_per_run=args.gpus_per_run,
+    )  # fmt: skip
     print(summarise(results))
     print(f"next: widealign report {out}")
     return 1 if any(r["status"] == "failed" for r in results) else 0

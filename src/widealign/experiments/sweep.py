@@ -13,7 +13,10 @@ Executors:
 * ``process``: a local pool of ``workers`` processes (spawned), each with ``cores / workers`` threads.
 * ``ray``: tasks on a Ray cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or on a
   local Ray instance started for the sweep. The results folder must be on a file system that every
-  node sees. Needs the optional extra: ``pip install 'widealign[ray]'``.
+  node sees. Each run asks Ray for one CPU and, if its device is ``cuda``, for ``gpus_per_run`` GPUs
+  (default 1; a fraction such as 0.25 lets small runs share a GPU). Ray hides the GPUs from tasks
+  that did not ask for one and numbers the ones it gives from 0, so runs on Ray name ``cuda``, not
+  ``cuda:N``. Needs the optional extra: ``pip install 'widealign[ray]'``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def run_sweep(
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    gpus_per_run: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Run every task of ``family`` into ``out``; returns their result records in task order."""
     if executor not in EXECUTORS:
@@ -67,6 +71,8 @@ def run_sweep(
     tasks = family.tasks()
     for task in tasks:
         validate(task)
+        if executor == "ray":
+            ray_resources(task, gpus_per_run)
     out = check_writable(out)
     write_json_atomic(
         {
@@ -85,7 +91,7 @@ def run_sweep(
     elif executor == "process":
         results = _process_pool(tasks, out, workers, progress)
     else:
-        results = _ray(tasks, out, ray_address, progress)
+        results = _ray(tasks, out, ray_address, progress, gpus_per_run)
     by_id = {r["run_id"]: r for r in results}
     return [by_id[t.run_id] for t in tasks]
 
@@ -127,7 +133,19 @@ def _process_pool(
     return results
 
 
-def _ray(tasks: Sequence[Task], out: Path, address: str | None, progress: bool) -> list[dict[str, Any]]:
+def ray_resources(task: Task, gpus_per_run: float = 1.0) -> dict[str, float]:
+    """What one run asks Ray for: a CPU, and ``gpus_per_run`` GPUs if it runs on ``cuda``."""
+    device = str(task.config.get("device", "cpu"))
+    if device.startswith("cuda:"):
+        raise ValueError(f"on Ray, runs name device 'cuda' (Ray assigns the GPU), not {device!r}")
+    if not 0 < gpus_per_run <= 1 and not (gpus_per_run > 1 and float(gpus_per_run).is_integer()):
+        raise ValueError(f"GPUs per run must be a fraction in (0, 1] or a whole number, got {gpus_per_run}")
+    return {"num_cpus": 1, "num_gpus": gpus_per_run if device == "cuda" else 0}
+
+
+def _ray(
+    tasks: Sequence[Task], out: Path, address: str | None, progress: bool, gpus_per_run: float
+) -> list[dict[str, Any]]:
     try:
         import ray
     except ImportError as err:
@@ -136,8 +154,8 @@ def _ray(tasks: Sequence[Task], out: Path, address: str | None, progress: bool) 
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(run_task)
-    pending = [remote.remote(t, str(out.resolve()), False, 1) for t in tasks]
+    remote, folder = ray.remote(run_task), str(out.resolve())
+    pending = [remote.options(**ray_resources(t, gpus_per_run)).remote(t, folder, False, 1) for t in tasks]
     results = []
     try:
         with _bar(len(tasks), progress) as bar:
