@@ -103,3 +103,35 @@ def test_dfa_matrices_load_before_the_first_pass():
     assert fresh.feedback[1] is None
     fresh.load_state_dict(rule.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(fresh.feedback[1:], rule.feedback[1:]))
+
+
+@pytest.mark.filterwarnings("ignore:for feedback_.*no-op")  # copying values into meta tensors
+def test_dfa_matrices_loaded_from_a_cpu_checkpoint_follow_the_models_device_and_dtype():
+    """A resumed run loads its checkpoint on the CPU; the lazily made B_l must land where the model is.
+
+    The meta device stands in for a GPU here: a matrix left on the CPU would be the same mistake.
+    """
+    rule = make_rule("dfa", make_model("mlp"), seed=1)
+    rule.backward(*make_batch("mlp"))
+    state = {k: v.float() for k, v in rule.state_dict().items()}  # float32, on the CPU
+    elsewhere = make_rule("dfa", make_model("mlp").to("meta"), seed=2)
+    elsewhere.load_state_dict(state)
+    assert all(b.device.type == "meta" and b.dtype == torch.float64 for b in elsewhere.feedback[1:])
+
+
+def test_fa_feedback_is_drawn_on_the_cpu_generators_device_whatever_the_models_device(monkeypatch):
+    """On a GPU, drawing into a CUDA tensor from the CPU generator fails; the draw must happen on the
+    generator's device and then move (so the same seed gives the same B everywhere). The meta device
+    stands in for the GPU: every draw must be made on the CPU."""
+    drawn_on = []
+    normal = torch.Tensor.normal_
+
+    def recording(self, *args, **kwargs):
+        drawn_on.append(self.device.type)
+        return normal(self, *args, **kwargs)
+
+    model = make_model("mlp").to("meta")
+    monkeypatch.setattr(torch.Tensor, "normal_", recording)
+    rule = make_rule("fa", model, seed=3)
+    assert drawn_on == ["cpu"] * len(rule.layers)
+    assert all(b.device.type == "meta" for b in rule.feedback)

@@ -87,10 +87,13 @@ class FeedbackState:
             setattr(self, f"feedback_{i}", new.detach().to(ref.device, ref.dtype).clone())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        # Lazily created matrices (dfa) exist only after a first pass: allocate them to load into.
+        # Lazily created matrices (dfa) exist only after a first pass: allocate them to load into,
+        # on the model's device and in its dtype (a checkpoint is loaded from the CPU).
+        ref = self.layers[0].weight
         for name, value in self._buffers.items():
             if value is None and prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+                shape = state_dict[prefix + name].shape
+                self._buffers[name] = torch.empty(shape, device=ref.device, dtype=ref.dtype)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
