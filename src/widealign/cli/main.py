@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from widealign.data import DATASETS
 from widealign.experiments.align_runs import align_runs
 from widealign.experiments.bench import bench, format_bench
-from widealign.experiments.catalogue import Family, family_names, load_family, parse_override
+from widealign.experiments.catalogue import Family, Task, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
 from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, resolve_device
 from widealign.experiments.estimate import estimate_family, format_estimate
@@ -264,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(tasks)} runs")
         return 0
     if args.estimate:
-        return _estimate(family, args)
+        return _estimate(family, tasks, args)
     _data_location(args)
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
     progress = not args.no_progress
@@ -277,10 +277,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
-def _estimate(family: Family, args: argparse.Namespace) -> int:
+def _estimate(family: Family, tasks: list[Task], args: argparse.Namespace) -> int:
     if args.estimate_steps <= 0:
         raise ValueError(f"estimate steps must be a positive integer, got {args.estimate_steps}")
-    devices = sorted({str(t.config.get("device", "cpu")) for t in family.tasks()})
+    devices = sorted({str(t.config.get("device", "cpu")) for t in tasks})
     env = environment(resolve_device(devices[0]))
     print(
         f"widealign run {family.name} (version {family.version}): expected run time on "

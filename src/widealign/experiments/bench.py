@@ -9,21 +9,38 @@ with its ratio to bp measured in the same process. Peak GPU memory is reported o
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from widealign.experiments.config import resolve_device
 from widealign.models import MLP, ConvNet
-from widealign.rules import RULES, make_rule
+from widealign.rules import RULES, Rule, make_rule
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that timings are real."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def train_step(rule: Rule, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One step as timed: the rule fills ``.grad``, the optimiser applies it."""
+    rule.backward(x, y)
+    optimizer.step()
+
+
+def timed(device: torch.device, fn: Callable[[], Any]) -> float:
+    """Seconds that ``fn()`` takes on ``device``, its queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def bench(
@@ -62,12 +79,7 @@ def bench(
         times: dict[str, list[float]] = {name: [] for name in rules}
         for _ in range(warmup + repeats):
             for name, (rule, opt) in runs.items():
-                _sync(dev)
-                start = time.perf_counter()
-                rule.backward(x, y)
-                opt.step()
-                _sync(dev)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(timed(dev, functools.partial(train_step, rule, opt, x, y)))
         base = statistics.median(times["bp"][warmup:])
         for name in rules:
             t = statistics.median(times[name][warmup:])

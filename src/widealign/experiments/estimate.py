@@ -22,8 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +32,7 @@ from widealign.data import Dataset, shifted_one_hot
 from widealign.data.shapes import DATA_SHAPES, DataShape
 from widealign.diagnostics import TheoryPair, update_alignment, weight_snapshot
 from widealign.experiments.alignment import alignment_config
+from widealign.experiments.bench import timed, train_step
 from widealign.experiments.catalogue import Family, Task
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
 from widealign.experiments.runners import validate
@@ -105,19 +104,6 @@ def random_data(shape: DataShape, name: str, batch_size: int, batches: int) -> D
     return Dataset(name, x, y, xt, yt, shape.task, shape.num_outputs, shape.default_loss)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def _setup(cfg: RunConfig, steps: int) -> tuple[torch.device, Dataset, torch.nn.Module]:
     device = resolve_device(cfg.device)
     data = random_data(DATA_SHAPES[cfg.dataset], cfg.dataset, cfg.batch_size, steps)
@@ -134,21 +120,16 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
     trainer = Trainer(model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False)
     held_out = functools.partial(evaluate, model, rule.loss_fn, classification=trainer.classification)
     x, y = data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size]
-
-    def warm_step() -> None:
-        rule.backward(x, y)
-        optimizer.step()
-
-    _timed(device, warm_step)
-    step = _timed(device, trainer.train_epoch) / steps
-    _timed(device, lambda: held_out(data.test_batches(cfg.batch_size)))
-    eval_batch = _timed(device, lambda: held_out(data.test_batches(cfg.batch_size)))
+    timed(device, functools.partial(train_step, rule, optimizer, x, y))
+    step = timed(device, trainer.train_epoch) / steps
+    timed(device, lambda: held_out(data.test_batches(cfg.batch_size)))
+    eval_batch = timed(device, lambda: held_out(data.test_batches(cfg.batch_size)))
     per_epoch = 0.0
     if update_metric:
         n = cfg.extra["probe_size"]
         metric = functools.partial(update_alignment, rule, data.x_train[:n], data.y_train[:n], initial)
-        _timed(device, metric)
-        per_epoch = _timed(device, metric)
+        timed(device, metric)
+        per_epoch = timed(device, metric)
     return Cost(step, eval_batch, per_epoch)
 
 
@@ -169,11 +150,11 @@ def _score_cost(cfg: RunConfig, steps: int) -> Cost:
         probe, draws, batch = x[: cfg.extra["probe_size"]], cfg.extra["draws"], cfg.extra["noise_batch"]
         pair.alignment(probe, generator(cfg.seed, "estimate-noise"), draws, batch)
 
-    _timed(device, lambda: pair.step(x, y))
-    step = _timed(device, lambda: pair.train_epoch(data, cfg.batch_size)) / steps
-    _timed(device, held_out)
-    eval_batch = _timed(device, held_out)
-    return Cost(step, eval_batch, _timed(device, score))
+    timed(device, lambda: pair.step(x, y))
+    step = timed(device, lambda: pair.train_epoch(data, cfg.batch_size)) / steps
+    timed(device, held_out)
+    eval_batch = timed(device, held_out)
+    return Cost(step, eval_batch, timed(device, score))
 
 
 def _song_cost(config: Song2021Config, steps: int) -> Cost:
@@ -184,9 +165,9 @@ def _song_cost(config: Song2021Config, steps: int) -> Cost:
     """
     device, k = torch.device("cpu"), 20 * steps
     short = replace(config, steps=k, lam=0.0)
-    _timed(device, lambda: run_song2021(replace(short, steps=1)))
-    t_short = _timed(device, lambda: run_song2021(short))
-    t_long = _timed(device, lambda: run_song2021(replace(short, steps=2 * k)))
+    timed(device, lambda: run_song2021(replace(short, steps=1)))
+    t_short = timed(device, lambda: run_song2021(short))
+    t_long = timed(device, lambda: run_song2021(replace(short, steps=2 * k)))
     step = max(t_long - t_short, 0.0) / k
     return Cost(step, per_epoch=max(t_short - (k + 1) * step, 0.0))
 
