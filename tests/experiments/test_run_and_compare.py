@@ -74,7 +74,7 @@ def test_add_task_trains_the_rnn_with_the_sequence_loss():
         (dict(lr=float("nan")), "learning rate"),
         (dict(width=[4, 4], strides=[1, 2, 2]), "2 widths given"),
         (dict(dataset="cifar100"), "unknown dataset"),
-        (dict(rule="dfa", dataset="add"), "feed-forward"),
+        (dict(variant="authors"), "unknown variant"),
         (dict(device="cuda:7"), "CUDA is not available|unknown device"),
     ],
 )
@@ -114,3 +114,12 @@ def test_gpu_run_matches_the_cpu_run(rule):
     for a, b in zip(cpu["epochs"], gpu["epochs"]):
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+
+
+def test_reference_variant_is_recorded_and_selects_the_authors_rule(tmp_path):
+    """``variant`` reaches the rule where the rule has one, and result.json records it."""
+    cfg = RunConfig(**{**SMALL, "rule": "align-ada", "variant": "reference", "epochs": 1}).resolved()
+    assert cfg.rule_variant == "reference"
+    assert RunConfig(**{**SMALL, "rule": "bp", "variant": "reference"}).resolved().rule_variant == "default"
+    result = train_run(cfg, tmp_path / "run", progress=False)
+    assert result["config"]["variant"] == "reference"

@@ -21,8 +21,6 @@ def train(model, rule, opt, family, steps, start):
 
 @pytest.mark.parametrize("name", ALL)
 def test_save_restore_continue_equals_straight_training(name, family, tmp_path):
-    if name == "dfa" and family == "rnn":
-        pytest.skip("dfa is feed-forward only")
     k = 3
     model = make_model(family)
     rule = make_rule(name, model, loss_for(family), seed=5)

@@ -31,7 +31,7 @@ from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
 from widealign.report import report
-from widealign.rules import RULES
+from widealign.rules import RULES, VARIANTS
 from widealign.train import EpochRecord
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
@@ -64,6 +64,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=1e-6, help="normalisation epsilon (default 1e-6)")
     p.add_argument("--loss", choices=LOSSES, help="default: the paper's (mse; sequence-mse for add)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument(
+        "--variant", choices=VARIANTS, default="default",
+        help="reference: align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
+    )  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: the dataset's, 5 for digits)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -149,8 +153,9 @@ def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         dataset=args.dataset, model=args.model, preset=args.preset, strides=args.strides,
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        dtype=args.dtype, train_size=args.train_size, official_test=args.official_test, **fields,
+        variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        device=args.device, dtype=args.dtype, train_size=args.train_size,
+        official_test=args.official_test, **fields,
     )  # fmt: skip
 
 
@@ -186,7 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args, rule=args.rule, width=width).resolved()
     if args.out is not None:
         check_writable(args.out)
-    what = f"{cfg.rule} on {cfg.dataset}, {cfg.model} width {cfg.width}, lr {cfg.lr}, seed {cfg.seed}"
+    rule = cfg.rule if cfg.rule_variant == "default" else f"{cfg.rule} ({cfg.rule_variant} variant)"
+    what = f"{rule} on {cfg.dataset}, {cfg.model} width {cfg.width}, lr {cfg.lr}, seed {cfg.seed}"
     print(f"widealign train: {what}")
     show = _print_epoch(cfg.epochs)
     result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)

@@ -19,7 +19,7 @@ from widealign.data import DATASETS, Dataset
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS
-from widealign.rules import RULES
+from widealign.rules import RULES, VARIANTS
 
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
@@ -42,6 +42,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 class RunConfig:
     """Everything that determines one run's numbers (plus where it runs).
 
+    ``variant="reference"`` trains align-ada, align-zero and readout as the authors' code does
+    (``docs/method.md#variants``); the other rules have one version, which both values select.
     ``train_size`` keeps the first N training examples (the paper's low-data experiments);
     ``official_test`` evaluates on the official test set instead of the held-out part of the
     training set (CIFAR-10, KMNIST, MNIST). Where the
@@ -49,6 +51,7 @@ class RunConfig:
     """
 
     rule: str = "bp"
+    variant: str = "default"
     dataset: str = "digits"
     model: str | None = None
     width: int | list[int] | None = None
@@ -85,6 +88,7 @@ class RunConfig:
 
     def _check(self) -> None:
         _choice("rule", self.rule, RULES)
+        _choice("variant", self.variant, VARIANTS)
         _choice("model", self.model, MODELS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, DTYPES)
@@ -116,11 +120,14 @@ class RunConfig:
                 raise ValueError(
                     f"{len(self.width)} widths given but the convnet has {layers} layers (strides)"
                 )
-        if self.rule == "dfa" and self.model == "rnn":
-            raise ValueError("dfa supports feed-forward models only, not the rnn")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def rule_variant(self) -> str:
+        """The variant to build the rule with: ``variant`` where the rule offers it, else the default."""
+        return self.variant if self.variant in RULES[self.rule].variants else "default"
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -6,9 +6,11 @@ from widealign.models.layers import (
     Dense,
     Route,
     Synaptic,
+    Tap,
     routed,
     same_padding,
     synaptic_layers,
+    taps,
 )
 from widealign.models.networks import CONV_PRESETS, MLP, NORMS, RNN, ConvNet, TwoLayer
 
@@ -23,8 +25,10 @@ __all__ = [
     "RNN",
     "Route",
     "Synaptic",
+    "Tap",
     "TwoLayer",
     "routed",
     "same_padding",
     "synaptic_layers",
+    "taps",
 ]

@@ -117,6 +117,10 @@ class Route:
         """The matrix that carries the error back through layer ``index`` (``W`` for backprop)."""
         return layer.weight
 
+    def tap(self, kind: str, index: int, x: Tensor) -> Tensor:
+        """The activity that passes the ``index``-th :class:`Tap` of ``kind`` (unchanged by default)."""
+        return x
+
 
 class Synaptic(nn.Module):
     """Base class of the synaptic layers: a weight in PyTorch layout, an optional bias, a scale.
@@ -274,6 +278,43 @@ class BatchAxisNorm(nn.Module):
         return f"eps={self.eps}"
 
 
+class Tap(nn.Module):
+    """A named point in the neuron-local stage between synaptic layers; the identity unless routed.
+
+    Models mark two kinds of activity with taps, so that rules can read or replace it:
+
+    * ``"preactivation"``: a hidden layer's normalised output just before the activation, where the
+      activation's output feeds another hidden synaptic layer (the authors' align-ada injects the
+      current network's value there, see ``docs/method.md#variants``);
+    * ``"hidden"``: a hidden layer's full post-activation output ``u_l`` (for a conv map all of
+      C*H*W, before any pooling; for the RNN the states of every time step), which dfa projects
+      the output error onto.
+    """
+
+    KINDS = ("preactivation", "hidden")
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown tap kind {kind!r}; choose one of {', '.join(self.KINDS)}")
+        self.kind = kind
+        self._route: tuple[Route, int] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._route is None:
+            return x
+        route, index = self._route
+        return route.tap(self.kind, index, x)
+
+    def extra_repr(self) -> str:
+        return repr(self.kind)
+
+
+def taps(model: nn.Module, kind: str) -> list[Tap]:
+    """The model's taps of ``kind`` in registration (forward) order; empty if it marks none."""
+    return [m for m in model.modules() if isinstance(m, Tap) and m.kind == kind]
+
+
 def synaptic_layers(model: nn.Module) -> list[Synaptic]:
     """The model's synaptic layers in registration order, which must be forward order.
 
@@ -289,17 +330,21 @@ def synaptic_layers(model: nn.Module) -> list[Synaptic]:
 
 @contextlib.contextmanager
 def routed(model: nn.Module, route: Route) -> Iterator[None]:
-    """Give every synaptic layer of ``model`` the ``route`` for the duration of the block."""
+    """Give every synaptic layer and :class:`Tap` of ``model`` the ``route`` for the duration of the block."""
     layers = synaptic_layers(model)
     if any(layer._route is not None for layer in layers):
         raise RuntimeError("a learning rule is already attached to this model (nested rule passes)")
+    marked = [tap for kind in Tap.KINDS for tap in taps(model, kind)]
     for index, layer in enumerate(layers):
         layer._route = (route, index)
+    for kind in Tap.KINDS:
+        for index, tap in enumerate(taps(model, kind)):
+            tap._route = (route, index)
     try:
         yield
     finally:
-        for layer in layers:
-            layer._route = None
+        for module in [*layers, *marked]:
+            module._route = None
 
 
 def _check_positive(**sizes: int) -> None:

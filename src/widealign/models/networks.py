@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from widealign.models.layers import BatchAxisNorm, Conv2d, Dense, _check_positive, as_list
+from widealign.models.layers import BatchAxisNorm, Conv2d, Dense, Tap, _check_positive, as_list
 from widealign.seeding import generator
 
 NORMS = ("batch-axis", "batchnorm", "none")
@@ -44,7 +44,9 @@ class ConvNet(nn.Module):
     """conv -> norm, then (ReLU -> conv -> norm) repeated, then ReLU, global average pool, readout.
 
     Convolutions use TensorFlow SAME padding; the readout is a dense layer on the pooled channels
-    (the paper's 1x1 conv scaled by 1/sqrt(C)).
+    (the paper's 1x1 conv scaled by 1/sqrt(C)). Taps (identities unless a rule routes them) mark
+    each normalised output that goes through a ReLU into the next conv (``"preactivation"``) and
+    each conv layer's full post-ReLU map, the last one before pooling (``"hidden"``).
 
     Args:
         in_channels: channels of the input images.
@@ -84,6 +86,8 @@ class ConvNet(nn.Module):
             for c_in, c_out, k, s in zip(channels[:-1], widths, kernels, strides, strict=True)
         )
         self.norms = nn.ModuleList(_norm(norm, c, eps) for c in widths)
+        self.preactivations = nn.ModuleList(Tap("preactivation") for _ in widths[1:])
+        self.hidden = nn.ModuleList(Tap("hidden") for _ in widths)
         self.readout = Dense(widths[-1], num_outputs, parameterization=parameterization, generator=g)
 
     @classmethod
@@ -94,15 +98,19 @@ class ConvNet(nn.Module):
         return cls(in_channels, num_outputs, width, CONV_PRESETS[name], **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            if i > 0:
-                x = F.relu(x)
-            x = norm(conv(x))
-        return self.readout(F.relu(x).mean((2, 3)))
+        z = self.norms[0](self.convs[0](x))
+        for i in range(1, len(self.convs)):
+            u = self.hidden[i - 1](F.relu(self.preactivations[i - 1](z)))
+            z = self.norms[i](self.convs[i](u))
+        u = self.hidden[-1](F.relu(z))
+        return self.readout(u.mean((2, 3)))
 
 
 class MLP(nn.Module):
     """Dense layers with ReLU between them: ``Dense -> ReLU -> ... -> Dense`` (flattens its input).
+
+    Taps mark, as in :class:`ConvNet`, each pre-activation that feeds another hidden layer and each
+    hidden layer's post-activation output.
 
     Args:
         in_features: size of the flattened input.
@@ -125,11 +133,16 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(
             Dense(a, b, parameterization=parameterization, generator=g) for a, b in zip(sizes[:-1], sizes[1:])
         )
+        self.preactivations = nn.ModuleList(Tap("preactivation") for _ in widths[1:])
+        self.hidden = nn.ModuleList(Tap("hidden") for _ in widths)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
-        for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+        for i, layer in enumerate(self.layers[:-1]):
+            z = layer(x)
+            if i < len(self.preactivations):
+                z = self.preactivations[i](z)
+            x = self.hidden[i](F.relu(z))
         return self.layers[-1](x)
 
 
@@ -141,6 +154,7 @@ class RNN(nn.Module):
     The paper writes ``W_ih x_t`` with no factor; its Add task has ``input_size = 1``, where the
     two agree. The input and readout layers act on the whole sequence at once (they are the same
     at every step); the recurrent layer is called once per step. Returns (batch, time, outputs).
+    A ``"hidden"`` tap marks the states of all time steps, shape (batch, time, n).
     """
 
     #: Calls its recurrent layer once per time step (rules such as dfa check this).
@@ -162,6 +176,7 @@ class RNN(nn.Module):
         )
         self.readout = Dense(hidden_size, output_size, parameterization=parameterization, generator=g)
         self.h0 = nn.Parameter(torch.zeros(hidden_size))
+        self.states = Tap("hidden")
 
     def forward(self, x: Tensor) -> Tensor:
         drive = self.input(x)
@@ -170,7 +185,7 @@ class RNN(nn.Module):
         for t in range(x.shape[1]):
             h = F.relu(drive[:, t] + self.recurrent(h))
             states.append(h)
-        return self.readout(torch.stack(states, 1))
+        return self.readout(self.states(torch.stack(states, 1)))
 
 
 ACTIVATIONS = {"identity": lambda z: z, "relu": F.relu, "tanh": torch.tanh}

@@ -13,7 +13,7 @@ from widealign.losses import Loss
 from widealign.rules.align_ada import AlignAda
 from widealign.rules.align_prop import AlignProp
 from widealign.rules.align_zero import AlignZero
-from widealign.rules.base import Rule, StepResult
+from widealign.rules.base import VARIANTS, Rule, StepResult, check_variant
 from widealign.rules.bp import Backprop
 from widealign.rules.dfa import DirectFeedbackAlignment
 from widealign.rules.fa import FeedbackAlignment
@@ -36,17 +36,24 @@ RULES: dict[str, type[Rule]] = {
 _SEEDED = (FeedbackAlignment, DirectFeedbackAlignment)
 
 
-def make_rule(name: str, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> Rule:
+def make_rule(
+    name: str, model: nn.Module, loss: str | Loss = "mse", seed: int = 0, variant: str = "default"
+) -> Rule:
     """The rule called ``name`` bound to ``model``; ``seed`` draws fa/dfa feedback matrices.
 
-    Create it when training starts: align-zero and align-ada copy theta_0, align-prop copies W(0).
+    ``variant="reference"`` selects the authors' code's version of align-ada, align-zero and
+    readout (``docs/method.md#variants``); every rule has ``"default"``, the rule as the method
+    states it. Create the rule when training starts: align-zero and align-ada copy theta_0,
+    align-prop copies W(0).
     """
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
     cls = RULES[name]
-    if issubclass(cls, _SEEDED):
-        return cls(model, loss, seed=seed)
-    return cls(model, loss)
+    check_variant(cls, variant)
+    kwargs: dict = {"seed": seed} if issubclass(cls, _SEEDED) else {}
+    if variant != "default":
+        kwargs["variant"] = variant
+    return cls(model, loss, **kwargs)
 
 
 __all__ = [
@@ -60,5 +67,6 @@ __all__ = [
     "Readout",
     "Rule",
     "StepResult",
+    "VARIANTS",
     "make_rule",
 ]

@@ -7,6 +7,11 @@ parameters on the same batch (its own activations, derivatives and batch statist
 applied to the current parameters. This is what the reference builds as the gradient w.r.t.
 theta_0 of ``mean((sg(f_theta) + f_theta0 - sg(f_theta0) - y)^2)``. Cost: one forward pass of
 the current network (no graph), one forward and one backward pass of the initial network.
+
+``variant="reference"`` (train_add.py, ``docs/method.md#variants``) differs on the RNN only: the
+initial RNN starts from the CURRENT trainable initial state ``h0`` instead of ``h0(0)``, and the
+``h0`` block of ``g`` is the gradient through that initial RNN. On feed-forward models the two
+variants are the same rule.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import torch
 from torch import Tensor, nn
 
 from widealign.losses import Loss, loss_and_error
-from widealign.rules.base import InitialNetwork, InitialState, Rule
+from widealign.rules.base import InitialNetwork, InitialState, Rule, is_recurrent
 
 
 class AlignZero(InitialState, Rule):
     """g = J_{theta_0}(x)^T e: the current error e backpropagated through the frozen initial network."""
 
     name = "align-zero"
+    variants = ("default", "reference")
 
-    def __init__(self, model: nn.Module, loss: str | Loss = "mse") -> None:
-        super().__init__(model, loss)
+    def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
+        super().__init__(model, loss, variant)
         self.initial = InitialNetwork(model)
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -40,6 +46,8 @@ class AlignZero(InitialState, Rule):
         Also the core of the "theory" rule of SPEC section 4, where ``e`` is another network's error.
         """
         tensors = self.initial.tensors()
+        if self.variant == "reference" and is_recurrent(self.model):
+            tensors["h0"] = self.model.h0.detach()
         theta0 = {n: tensors[n].detach().requires_grad_(True) for n in self.initial.parameter_names}
         output0 = torch.func.functional_call(self.model, tensors | theta0, (x,))
         grads = torch.autograd.grad(output0, list(theta0.values()), e, allow_unused=True)

@@ -27,18 +27,27 @@ class StepResult(NamedTuple):
     output: Tensor
 
 
+#: The variants a rule may offer: ``"default"`` is the rule as ``docs/method.md#rules`` states it;
+#: ``"reference"`` reproduces the authors' code where it differs (``docs/method.md#variants``).
+VARIANTS = ("default", "reference")
+
+
 class Rule(nn.Module):
     """Base class: subclasses set ``name`` and implement :meth:`_backward`."""
 
     name: ClassVar[str]
+    #: The variants (from :data:`VARIANTS`) this rule offers.
+    variants: ClassVar[tuple[str, ...]] = ("default",)
     #: Whether the rule handles models that call a synaptic layer more than once per pass.
     supports_recurrent: ClassVar[bool] = True
     #: Whether ``rule.feedback[i]`` takes the place of layer i's weight in the backward pass
     #: (fa, align-prop), so that the angle between the two is meaningful.
     feedback_replaces_weight: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module, loss: str | Loss = "mse") -> None:
+    def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
         super().__init__()
+        check_variant(type(self), variant)
+        self.variant = variant
         if not self.supports_recurrent and getattr(model, "is_recurrent", False):
             raise ValueError(f"{self.name} supports feed-forward models only, not {type(model).__name__}")
         # Stored outside nn.Module's registry so the model's tensors stay out of the rule's state.
@@ -57,7 +66,21 @@ class Rule(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"model={type(self.model).__name__}, synaptic_layers={len(self.layers)}"
+        variant = "" if self.variant == "default" else f", variant={self.variant}"
+        return f"model={type(self.model).__name__}, synaptic_layers={len(self.layers)}{variant}"
+
+
+def check_variant(rule: type[Rule], variant: str) -> None:
+    """Raise a one-line ``ValueError`` unless ``rule`` offers ``variant``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant not in rule.variants:
+        raise ValueError(f"{rule.name} has no {variant!r} variant (it offers {', '.join(rule.variants)})")
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` calls a synaptic layer once per time step (widealign's RNN)."""
+    return bool(getattr(model, "is_recurrent", False))
 
 
 class FeedbackState:
@@ -169,12 +192,18 @@ class RecordInputs(Route):
     """Records every synaptic layer's input (with its graph) and hands the layer ``sg(input)``.
 
     ``inputs[i]`` lists layer ``i``'s inputs in call order (one per call; an RNN's recurrent layer
-    is called once per time step).
+    is called once per time step). ``taps[kind]`` lists the values that passed the model's taps of
+    that kind, in order, with their graph (they pass unchanged).
     """
 
     def __init__(self, num_layers: int) -> None:
         self.inputs: list[list[Tensor]] = [[] for _ in range(num_layers)]
+        self.taps: dict[str, list[Tensor]] = {}
 
     def input(self, index: int, x: Tensor) -> Tensor:
         self.inputs[index].append(x)
         return x.detach()
+
+    def tap(self, kind: str, index: int, x: Tensor) -> Tensor:
+        self.taps.setdefault(kind, []).append(x)
+        return x

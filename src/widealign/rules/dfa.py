@@ -1,15 +1,29 @@
-"""dfa: direct feedback alignment (Nokland 2016).
+"""dfa: direct feedback alignment (Nokland 2016; through time, Han et al.).
 
-Each hidden layer's output ``u_l`` (the input of synaptic layer ``l+1``, flattened: all of C*H*W
-for a conv map) receives the output error directly through a fixed random matrix,
+Each hidden layer's post-activation output ``u_l`` receives the output error directly through a
+fixed random matrix,
 
     dL/du_l = B_l^T e,     B_l in R^{outputs x d_l},  entries N(0, 1/d_l),
 
 which then passes the layer's own neuron-local derivative into its weights; inputs of synaptic
 layers are ``sg``'d, so nothing else travels backwards, and the readout learns with its true local
-gradient. Built as the reference does: ``out_grad = sum_l (B_l u_l - sg(B_l u_l))`` is added to the
-outputs inside the loss. Feed-forward models only. ``B_l`` needs the sizes ``d_l``, so the matrices
-are drawn at the first pass (or loaded by ``load_state_dict``/``set_feedback`` before it).
+gradient. Built as the authors' code does: ``out_grad = sum_l (B_l u_l - sg(B_l u_l))`` is added to
+the outputs inside the loss.
+
+Which activity is ``u_l`` (``docs/method.md#dfa``):
+
+* models that mark their hidden outputs with ``"hidden"`` taps (:class:`~widealign.models.ConvNet`,
+  :class:`~widealign.models.MLP`, :class:`~widealign.models.RNN`): the tapped activity. For a conv
+  layer that is its whole post-ReLU map, flattened in NCHW order (``d_l = C*H*W``), the last conv
+  layer's included (before pooling). For the RNN it is the state ``h_t`` of every step, and the
+  output error at step ``t`` reaches ``h_t`` through one ``B`` (shape outputs x n); nothing travels
+  back through the recurrence.
+* any other feed-forward model: the input of every synaptic layer after the first.
+
+The matrices are kept in synaptic-layer order: ``feedback[i]`` is the one for the hidden output
+that feeds synaptic layer ``i`` (the last tapped output belongs to the readout's index; entries
+without a matrix are None). ``B_l`` needs the sizes ``d_l``, so the matrices are drawn at the first
+pass (or loaded by ``load_state_dict``/``set_feedback`` before it).
 """
 
 from __future__ import annotations
@@ -18,37 +32,52 @@ import torch
 from torch import Tensor, nn
 
 from widealign.losses import Loss
-from widealign.models.layers import routed
+from widealign.models.layers import routed, taps
 from widealign.rules.base import FeedbackState, RecordInputs, Rule
 from widealign.seeding import generator
 
 
 class DirectFeedbackAlignment(FeedbackState, Rule):
-    """dL/du_l = B_l^T e: the output error sent straight to every hidden layer (feedback_0 is None)."""
+    """dL/du_l = B_l^T e: the output error sent straight to every hidden layer's output."""
 
     name = "dfa"
-    supports_recurrent = False
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> None:
         super().__init__(model, loss)
         self.seed = seed
+        self.tapped = bool(taps(model, "hidden"))
+        if getattr(model, "is_recurrent", False) and not self.tapped:
+            raise ValueError(
+                f"dfa on a recurrent model needs its states marked with a Tap('hidden'); "
+                f"{type(model).__name__} has none"
+            )
         self._init_feedback([None] * len(self.layers))
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         record = RecordInputs(len(self.layers))
         with routed(self.model, record):
             output = self.model(x)
-        if any(len(calls) != 1 for calls in record.inputs):
-            raise ValueError("dfa supports feed-forward models only (a synaptic layer ran more than once)")
-        hidden = [calls[0].flatten(1) for calls in record.inputs[1:]]
-        if self.feedback[1] is None:
-            self._draw(output.shape[-1], [u.shape[1] for u in hidden], output)
-        projection = sum(u @ b.T for u, b in zip(hidden, self.feedback[1:]))
+        if self.tapped:
+            hidden = record.taps.get("hidden", [])
+            slots = list(range(len(self.layers) - len(hidden), len(self.layers)))
+        else:
+            if any(len(calls) != 1 for calls in record.inputs):
+                raise ValueError("dfa needs Tap('hidden') marks on a model that calls a synaptic layer twice")
+            hidden = [calls[0] for calls in record.inputs[1:]]
+            slots = list(range(1, len(self.layers)))
+        # Feed-forward outputs are (batch, outputs): u is flattened to (batch, d). The RNN's are
+        # (batch, time, outputs): u stays (batch, time, n), and B acts at every step.
+        hidden = [u.flatten(output.dim() - 1) for u in hidden]
+        if self.feedback[slots[0]] is None:
+            self._draw(output.shape[-1], dict(zip(slots, (u.shape[-1] for u in hidden))), output)
+        projection = sum(u @ self.feedback[i].T for u, i in zip(hidden, slots))
         loss = self.loss_fn(output + (projection - projection.detach()), y)
         loss.backward()
         return loss, output
 
-    def _draw(self, outputs: int, sizes: list[int], like: Tensor) -> None:
+    def _draw(self, outputs: int, sizes: dict[int, int], like: Tensor) -> None:
         g = generator(self.seed, "feedback")
-        matrices = [torch.randn(outputs, d, generator=g, dtype=like.dtype) / d**0.5 for d in sizes]
-        self.set_feedback([None, *matrices])
+        matrices: list[Tensor | None] = [None] * len(self.layers)
+        for i, d in sizes.items():
+            matrices[i] = torch.randn(outputs, d, generator=g, dtype=like.dtype) / d**0.5
+        self.set_feedback(matrices)
