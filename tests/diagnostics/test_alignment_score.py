@@ -178,3 +178,36 @@ def test_shuffled_control_falls_below_the_score_on_trained_pairs(digits_pairs):
 def test_alignment_rises_with_width(digits_pairs):
     means = {w: sum(s.score for s in scores) / len(scores) for w, scores in digits_pairs.items()}
     assert means[256] > means[8], means
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_every_draw_is_normalised_by_its_mean_absolute_value(kind):
+    """The score from the formula written out by hand, draw by draw: P n / mean|P n| for each draw
+    before accumulating. Without the per-draw normalisation the same draws give another score, so a
+    library that skipped it would fail here."""
+    make, shape, _ = LAYERS[kind]
+    layer = make().double()
+    # Two updates whose relative size depends on the draw: one of low rank, one dense.
+    dw_a = rand(layer.weight.shape, 1)
+    dw_a[1:] = 0.0
+    dw_b = rand(layer.weight.shape, 2)
+    draws, batch = 6, 2
+    got = layer_alignment(layer, dw_a, dw_b, shape, seeded(7), draws=draws, batch=batch)
+
+    g = seeded(7)
+    wd = ww = dd = 0.0
+    raw_wd = raw_ww = raw_dd = 0.0
+    for _ in range(draws):
+        n = torch.randn((batch, *shape), generator=g, dtype=torch.float64)
+        pa, pb = project(layer, dw_a, n), project(layer, dw_b, n)
+        raw_wd += float((pa * pb).sum())
+        raw_ww += float((pa * pa).sum())
+        raw_dd += float((pb * pb).sum())
+        pa, pb = pa / pa.abs().mean(), pb / pb.abs().mean()
+        wd += float((pa * pb).sum())
+        ww += float((pa * pa).sum())
+        dd += float((pb * pb).sum())
+    expected = wd / (ww * dd) ** 0.5
+    unnormalised = raw_wd / (raw_ww * raw_dd) ** 0.5
+    assert got == pytest.approx(expected, rel=1e-10)
+    assert abs(expected - unnormalised) > 1e-3
