@@ -73,3 +73,14 @@ def test_bad_names_and_overrides_raise():
     bad = Family("x", 1, "d", "train", {"widht": 8}, [{"rule": ["bp"]}])
     with pytest.raises(ValueError, match="unknown configuration key"):
         validate(bad.tasks()[0])
+
+
+def test_a_family_can_select_the_reference_variant():
+    """``variant = "reference"`` is an ordinary configuration key of a catalogue file or override."""
+    family = load_family("add").smoke_version().with_overrides({"variant": "reference"})
+    tasks = family.tasks()
+    assert {t.config["variant"] for t in tasks} == {"reference"}
+    for task in tasks:
+        validate(task)
+    with pytest.raises(ValueError, match="unknown variant"):
+        validate(load_family("add").smoke_version().with_overrides({"variant": "tf"}).tasks()[0])
