@@ -32,6 +32,7 @@ from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
 from widealign.report import report
 from widealign.rules import RULES, VARIANTS
+from widealign.system import set_threads
 from widealign.train import EpochRecord
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
@@ -75,6 +76,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads(p)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", type=int,
+        help="torch threads (default: the CPUs this process may use; a sweep worker gets its share)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--device", default="cpu")
     b.add_argument("--dtype", choices=DTYPES, default="float32")
+    _add_threads(b)
     b.add_argument("--json", help="also write the rows to this JSON file")
 
     run = sub.add_parser("run", help="run an experiment family of the paper (see --list)")
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--estimate-steps", type=int, default=3, help="timed steps per run shape (default 3)")
     run.add_argument("--no-progress", action="store_true")
+    _add_threads(run)
 
     al = sub.add_parser("align", help="input-weight alignment score of saved runs (SPEC section 4)")
     al.add_argument("runs", nargs="+", help="one alignment score run, or two runs from the same init")
@@ -276,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     results = run_sweep(
         family, out, args.executor, args.workers, args.ray_address, progress=progress,
-        gpus_per_run=args.gpus_per_run,
+        gpus_per_run=args.gpus_per_run, threads=args.threads,
     )  # fmt: skip
     print(summarise(results))
     print(f"next: widealign report {out}")
@@ -349,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if w <= 0:
                     raise ValueError(f"width must be a positive integer, got {w}")
         _data_location(args)
+        set_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into a program that stopped reading (| head): not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet

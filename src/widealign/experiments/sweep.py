@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from widealign.experiments.catalogue import Family, Task
 from widealign.experiments.run import check_writable, environment, write_json_atomic
 from widealign.experiments.runners import RUNNERS, validate
+from widealign.system import threads_per_worker, usable_cpus
 
 EXECUTORS = ("sequential", "process", "ray")
 
@@ -64,8 +65,13 @@ def run_sweep(
     ray_address: str | None = None,
     progress: bool = True,
     gpus_per_run: float = 1.0,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every task of ``family`` into ``out``; returns their result records in task order."""
+    """Run every task of ``family`` into ``out``; returns their result records in task order.
+
+    ``threads`` is each process-pool worker's torch thread count (default: its share of the CPUs
+    this process may use, :func:`widealign.system.threads_per_worker`); Ray runs get one each.
+    """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     tasks = family.tasks()
@@ -89,7 +95,7 @@ def run_sweep(
     if executor == "sequential":
         results = _sequential(tasks, out, progress)
     elif executor == "process":
-        results = _process_pool(tasks, out, workers, progress)
+        results = _process_pool(tasks, out, workers, progress, threads)
     else:
         results = _ray(tasks, out, ray_address, progress, gpus_per_run)
     by_id = {r["run_id"]: r for r in results}
@@ -116,13 +122,13 @@ def _sequential(tasks: Sequence[Task], out: Path, progress: bool) -> list[dict[s
 
 
 def _process_pool(
-    tasks: Sequence[Task], out: Path, workers: int | None, progress: bool
+    tasks: Sequence[Task], out: Path, workers: int | None, progress: bool, threads: int | None = None
 ) -> list[dict[str, Any]]:
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     workers = workers or cores
     if workers <= 0:
         raise ValueError(f"workers must be positive, got {workers}")
-    threads = max(1, cores // workers)
+    threads = threads or threads_per_worker(workers, cores)
     ctx = multiprocessing.get_context("spawn")
     results = []
     with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool, _bar(len(tasks), progress) as bar:
