@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--device", default="cpu")
     b.add_argument("--dtype", choices=DTYPES, default="float32")
+    b.add_argument(
+        "--contended", action="store_true", help="time again beside one busy process and print the slowdown"
+    )
     _add_threads(b)
     b.add_argument("--json", help="also write the rows to this JSON file")
 
@@ -235,7 +238,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = bench(
         model=args.model, widths=args.widths, rules=args.rules, preset=args.preset,
         input_shape=args.input_shape, batch_size=args.batch_size, repeats=args.repeats,
-        device=args.device, dtype=DTYPES[args.dtype],
+        device=args.device, dtype=DTYPES[args.dtype], contended=args.contended,
     )  # fmt: skip
     print(format_bench(rows))
     if args.json:
