@@ -27,7 +27,7 @@ class StepResult(NamedTuple):
     output: Tensor
 
 
-#: The variants a rule may offer: ``"default"`` is the rule as ``docs/method.md#rules`` states it;
+#: The variants a rule may offer: ``"default"`` is the rule as ``docs/method.md#learning-rules`` states it;
 #: ``"reference"`` reproduces the authors' code where it differs (``docs/method.md#variants``).
 VARIANTS = ("default", "reference")
 
