@@ -261,10 +261,6 @@ class BatchAxisNorm(nn.Module):
     ``y = (x - mean_batch(x)) / sqrt(var_batch(x) + eps)`` per channel *and* spatial position,
     population variance, batch statistics at train and evaluation time alike, no affine parameters.
     A unit that is constant across the batch (zero image borders) is divided by ``sqrt(eps)``.
-
-    Computed by torch's fused batch-norm kernel on an ``(N, C*H*W)`` view, where every unit is a
-    "channel" (the same formula, in one pass forward and one backward); a batch of one, which that
-    kernel refuses, takes the plain formula (every unit is then 0).
     """
 
     def __init__(self, eps: float = 1e-6) -> None:
@@ -274,9 +270,6 @@ class BatchAxisNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[0] > 1:
-            flat = F.batch_norm(x.reshape(x.shape[0], -1), None, None, training=True, eps=self.eps)
-            return flat.reshape(x.shape)
         mean = x.mean(0, keepdim=True)
         var = (x - mean).square().mean(0, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps)
