@@ -123,3 +123,19 @@ def test_reference_variant_is_recorded_and_selects_the_authors_rule(tmp_path):
     assert RunConfig(**{**SMALL, "rule": "bp", "variant": "reference"}).resolved().rule_variant == "default"
     result = train_run(cfg, tmp_path / "run", progress=False)
     assert result["config"]["variant"] == "reference"
+
+
+def test_rule_options_reach_the_rule_and_the_record(tmp_path):
+    cfg = RunConfig(rule="activation-relaxation", model="mlp", rule_options={"iterations": "3"}, **SMALL)
+    result = train_run(cfg, tmp_path, progress=False)
+    assert result["status"] == "finished" and result["config"]["rule_options"] == {"iterations": 3}
+
+
+def test_compare_gives_each_rule_only_the_options_it_takes(tmp_path):
+    base = RunConfig(epochs=1, dtype="float64", model="mlp", rule_options={"iterations": 2})
+    rows = run_compare(base, ["bp", "predictive-coding"], [4], tmp_path, progress=False)
+    configs = [
+        json.loads((tmp_path / "runs" / f"{r}-w4" / "result.json").read_text())["config"]
+        for r in ("bp", "predictive-coding")
+    ]
+    assert [c["rule_options"] for c in configs] == [{}, {"iterations": 2}] and len(rows) == 2

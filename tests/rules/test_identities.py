@@ -258,8 +258,14 @@ def saved_tensor_storages(fn) -> set[int]:
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_backward_path_never_reads_current_weights(name, family):
     """Apart from bp, no rule keeps a current forward weight for its backward pass."""
+    if family == "rnn" and not RULES[name].supports_recurrent:
+        pytest.skip(f"{name} is feed-forward only")
     model = make_model(family)
     rule = make_rule(name, model, loss_for(family))
+    if getattr(rule, "weight_transport", False):
+        pytest.skip(
+            f"{name} with exact feedback reads W by design (activation relaxation, predictive coding)"
+        )
     sgd_steps(model, rule, family, steps=1)
     x, y = make_batch(family)
     saved = saved_tensor_storages(lambda: rule.backward(x, y))

@@ -16,7 +16,10 @@ ALL = sorted(RULES)
 
 
 def test_registry_names_match_the_spec():
-    assert set(RULES) == {"bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa"}
+    assert set(RULES) == {
+        "bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa",
+        "activation-relaxation", "predictive-coding", "pal", "dynamic-inversion",
+    }  # fmt: skip
     for name, cls in RULES.items():
         assert cls.name == name and cls.__doc__
 

@@ -31,7 +31,7 @@ from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
 from widealign.report import report
-from widealign.rules import RULES, VARIANTS
+from widealign.rules import RULES, VARIANTS, rule_options
 from widealign.system import set_threads
 from widealign.train import EpochRecord
 
@@ -93,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one rule on one model and dataset")
     train.add_argument("--rule", default="bp", help=f"one of {', '.join(RULES)} (default bp)")
     train.add_argument("--width", type=int, nargs="+", help="width, or one per conv layer")
+    _rule_option_argument(train)
     _add_run_flags(train)
     train.add_argument("--out", help="folder for result.json and checkpoint.pt (resumes if present)")
 
     compare = sub.add_parser("compare", help="several rules x several widths: table and plot")
     compare.add_argument("--rules", nargs="+", default=list(RULES), help="default: all rules")
     compare.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
+    _rule_option_argument(compare)
     _add_run_flags(compare)
     compare.add_argument("--out", default="results/compare", help="default results/compare")
 
@@ -162,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rule_option_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rule-option", action="append", default=[], metavar="NAME=VALUE",
+        help="a rule's own setting, repeatable (e.g. iterations=50; widealign rules lists them)",
+    )  # fmt: skip
+
+
+def _rule_options(texts: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"rule option {text!r} is not of the form name=value")
+        options[name.strip()] = value.strip()
+    return options
+
+
 def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
     return RunConfig(
         dataset=args.dataset, model=args.model, preset=args.preset, strides=args.strides,
@@ -202,7 +221,7 @@ def _check_rules(rules: Sequence[str]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     _check_rules([args.rule])
     width = None if args.width is None else (args.width[0] if len(args.width) == 1 else args.width)
-    cfg = _config(args, rule=args.rule, width=width).resolved()
+    cfg = _config(args, rule=args.rule, width=width, rule_options=_rule_options(args.rule_option)).resolved()
     if args.out is not None:
         check_writable(args.out)
     rule = cfg.rule if cfg.rule_variant == "default" else f"{cfg.rule} ({cfg.rule_variant} variant)"
@@ -222,9 +241,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _check_rules(args.rules)
-    base = _config(args)
+    base = _config(args, rule_options=_rule_options(args.rule_option))
     for w in args.widths:
-        RunConfig(**{**base.as_dict(), "width": w}).resolved()  # every bad value fails before training
+        RunConfig(
+            **{**base.as_dict(), "width": w, "rule_options": {}}
+        ).resolved()  # every bad value fails before training
     rows = run_compare(base, args.rules, args.widths, args.out, progress=not args.no_progress)
     print(format_table(rows))
     print(f"wrote {args.out}/compare.csv and {args.out}/compare.png")
@@ -249,7 +270,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     for name, cls in RULES.items():
-        print(f"{name:<11} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"{name:<21} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        options = rule_options(name)
+        if options:
+            print(f"{'':<21}   options: {', '.join(f'{k}={v}' for k, v in options.items())}")
     return 0
 
 

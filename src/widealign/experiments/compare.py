@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from widealign.experiments.config import RunConfig
 from widealign.experiments.run import check_writable, train_run
+from widealign.rules import rule_options
 
 CSV_FIELDS = [
     "rule",
@@ -39,9 +40,19 @@ def run_compare(
     out: str | os.PathLike,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train ``base`` with every rule at every width; returns one summary row per run."""
+    """Train ``base`` with every rule at every width; returns one summary row per run.
+
+    ``base.rule_options`` go to the rules that take them (``iterations`` to the iterative rules only);
+    an option that none of ``rules`` takes is an error.
+    """
     out = check_writable(out)
-    configs = [replace(base, rule=r, width=w).resolved() for w in widths for r in rules]
+    options = {r: _options_for(r, base.rule_options) for r in rules}
+    unused = set(base.rule_options) - {k for o in options.values() for k in o}
+    if unused:
+        raise ValueError(f"no rule of {', '.join(rules)} takes the option {sorted(unused)[0]!r}")
+    configs = [
+        replace(base, rule=r, width=w, rule_options=options[r]).resolved() for w in widths for r in rules
+    ]
     rows = []
     for cfg in tqdm(configs, desc="compare", unit="run", disable=not progress, position=0):
         result = train_run(cfg, out / "runs" / f"{cfg.rule}-w{cfg.width}", progress=progress)
@@ -49,6 +60,11 @@ def run_compare(
     write_csv(rows, out / "compare.csv")
     plot_compare(rows, out / "compare.png")
     return rows
+
+
+def _options_for(rule: str, options: dict[str, Any]) -> dict[str, Any]:
+    known = rule_options(rule)
+    return {k: v for k, v in options.items() if k in known}
 
 
 def summary_row(result: dict[str, Any]) -> dict[str, Any]:

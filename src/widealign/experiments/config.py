@@ -19,7 +19,7 @@ from widealign.data import DATASETS, Dataset
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS
-from widealign.rules import RULES, VARIANTS
+from widealign.rules import RULES, VARIANTS, check_rule_options
 
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
@@ -44,6 +44,9 @@ class RunConfig:
 
     ``variant="reference"`` trains align-ada, align-zero and readout as the authors' code does
     (``docs/method.md#variants``); the other rules have one version, which both values select.
+    ``rule_options`` are the rule's own settings (``widealign.rules.rule_options``), e.g.
+    ``{"iterations": 50}`` for activation-relaxation.
+
     ``train_size`` keeps the first N training examples (the paper's low-data experiments);
     ``official_test`` evaluates on the official test set instead of the held-out part of the
     training set (CIFAR-10, KMNIST, MNIST). Where the
@@ -72,6 +75,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    rule_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> RunConfig:
@@ -84,7 +88,7 @@ class RunConfig:
             filled["preset"] = None
         cfg = replace(self, **filled)
         cfg._check()
-        return cfg
+        return replace(cfg, rule_options=check_rule_options(cfg.rule, cfg.rule_options))
 
     def _check(self) -> None:
         _choice("rule", self.rule, RULES)
@@ -120,6 +124,8 @@ class RunConfig:
                 raise ValueError(
                     f"{len(self.width)} widths given but the convnet has {layers} layers (strides)"
                 )
+        if self.model == "rnn" and not RULES[self.rule].supports_recurrent:
+            raise ValueError(f"{self.rule} supports feed-forward models only, not the rnn")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

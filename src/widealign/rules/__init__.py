@@ -7,16 +7,23 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from torch import nn
 
 from widealign.losses import Loss
+from widealign.rules.activation_relaxation import ActivationRelaxation
 from widealign.rules.align_ada import AlignAda
 from widealign.rules.align_prop import AlignProp
 from widealign.rules.align_zero import AlignZero
 from widealign.rules.base import VARIANTS, Rule, StepResult, check_variant
 from widealign.rules.bp import Backprop
 from widealign.rules.dfa import DirectFeedbackAlignment
+from widealign.rules.dynamic_inversion import DynamicInversion
 from widealign.rules.fa import FeedbackAlignment
+from widealign.rules.pal import PhaselessAlignment
+from widealign.rules.predictive_coding import PredictiveCoding
 from widealign.rules.readout import Readout
 
 RULES: dict[str, type[Rule]] = {
@@ -29,6 +36,10 @@ RULES: dict[str, type[Rule]] = {
         AlignProp,
         FeedbackAlignment,
         DirectFeedbackAlignment,
+        ActivationRelaxation,
+        PredictiveCoding,
+        PhaselessAlignment,
+        DynamicInversion,
     )
 }
 
@@ -36,37 +47,89 @@ RULES: dict[str, type[Rule]] = {
 _SEEDED = (FeedbackAlignment, DirectFeedbackAlignment)
 
 
+def rule_options(name: str) -> dict[str, Any]:
+    """The options rule ``name`` takes (keyword arguments besides model, loss and seed) and their defaults."""
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
+    params = inspect.signature(RULES[name].__init__).parameters
+    fixed = ("self", "model", "loss", "seed", "variant")
+    return {k: p.default for k, p in params.items() if k not in fixed}
+
+
+def _coerce(rule: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the option's default (a CLI string becomes a bool, int or float)."""
+    kind = type(default)
+    if isinstance(value, str) and kind is bool:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{rule} option {key} must be true or false, got {value!r}")
+        return value.lower() in ("true", "1", "yes")
+    if kind in (int, float) and not isinstance(value, bool):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{rule} option {key} must be a number, got {value!r}") from None
+        if kind is int and isinstance(value, float) and value != number:
+            raise ValueError(f"{rule} option {key} must be an integer, got {value!r}")
+        return number
+    if not isinstance(value, kind):
+        raise ValueError(f"{rule} option {key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def check_rule_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against rule ``name``'s (one-line error) and converted to their types."""
+    known = rule_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        offered = ", ".join(known) or "none"
+        raise ValueError(f"{name} has no option {unknown[0]!r}; its options: {offered}")
+    return {k: _coerce(name, k, v, known[k]) for k, v in options.items()}
+
+
 def make_rule(
-    name: str, model: nn.Module, loss: str | Loss = "mse", seed: int = 0, variant: str = "default"
+    name: str,
+    model: nn.Module,
+    loss: str | Loss = "mse",
+    seed: int = 0,
+    variant: str = "default",
+    **options: Any,
 ) -> Rule:
-    """The rule called ``name`` bound to ``model``; ``seed`` draws fa/dfa feedback matrices.
+    """The rule called ``name`` bound to ``model``; ``seed`` draws random feedback matrices.
 
     ``variant="reference"`` selects the authors' code's version of align-ada, align-zero and
     readout (``docs/method.md#variants``); every rule has ``"default"``, the rule as the method
-    states it. Create the rule when training starts: align-zero and align-ada copy theta_0,
-    align-prop copies W(0).
+    states it. ``options`` are the rule's own settings (:func:`rule_options`), e.g.
+    ``iterations=50`` for activation-relaxation; strings are converted to the default's type.
+    Create the rule when training starts: align-zero and align-ada copy theta_0, align-prop
+    copies W(0).
     """
-    if name not in RULES:
-        raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
+    kwargs = check_rule_options(name, options)
     cls = RULES[name]
     check_variant(cls, variant)
-    kwargs: dict = {"seed": seed} if issubclass(cls, _SEEDED) else {}
     if variant != "default":
         kwargs["variant"] = variant
+    if issubclass(cls, _SEEDED) or "seed" in inspect.signature(cls.__init__).parameters:
+        return cls(model, loss, seed=seed, **kwargs)
     return cls(model, loss, **kwargs)
 
 
 __all__ = [
     "RULES",
+    "ActivationRelaxation",
     "AlignAda",
     "AlignProp",
     "AlignZero",
     "Backprop",
     "DirectFeedbackAlignment",
+    "DynamicInversion",
     "FeedbackAlignment",
+    "PhaselessAlignment",
+    "PredictiveCoding",
     "Readout",
     "Rule",
     "StepResult",
     "VARIANTS",
+    "check_rule_options",
     "make_rule",
+    "rule_options",
 ]

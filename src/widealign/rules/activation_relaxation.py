@@ -1,0 +1,102 @@
+"""activation-relaxation: Millidge, Tschantz, Seth & Buckley 2020 (docs/relaxation.md, section 1).
+
+After the forward pass (inputs ``u_l``, pre-activations ``a_l``) every hidden layer's activity
+``x_l`` starts at its feedforward value ``u_l`` and relaxes, with the output node held at the
+error ``e = dL/df``, under the Euler-discretised dynamics
+
+    x_l <- x_l + step * (-x_l + s_l B_l^T (f_l'(a_l) * x_{l+1})),    x_L = e,
+
+swept from the top layer down in each of ``iterations`` iterations (as in the authors' code). The
+Jacobians are frozen at the feedforward pass. With ``B = W`` and the true ``f'`` the fixed point is
+``x_l* = dL/du_l``, backprop's error, and the error of ``x_l`` shrinks by ``(1 - step)`` per
+iteration (times a polynomial in the number of iterations for lower layers). Then every layer
+updates locally, ``grad W_l = s_l (f_l'(a_l) * x_{l+1}) u_l^T`` (backprop's arithmetic with
+``x_{l+1}`` in place of ``dL/du_{l+1}``).
+
+Options (the authors' defaults): ``iterations=100``, ``step=0.1``; the two relaxations of
+Millidge et al.'s follow-up: ``feedback="learned"`` uses backward weights ``B_l`` (buffers
+``feedback_i``, drawn like fa's) that receive the forward weights' update,
+``B_l <- B_l - feedback_lr * grad W_l``; ``derivatives=False`` drops ``f'`` from the relaxation
+(``x_l <- x_l + step * (-x_l + s_l B_l^T x_{l+1})``; the local update keeps it).
+``start="zero"`` (ours) starts the relaxation at 0 instead of the feedforward activities: the
+residual after ``n`` iterations is then ``~(1 - step)^n`` of the gradient rather than of the
+activity, which matters when the loss is a mean over many outputs (the gradient is then far smaller
+than the activity). Feed-forward models only (MLP, conv net, chains of dense layers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from widealign.losses import Loss
+from widealign.rules.base import FeedbackState, Rule
+from widealign.rules.layerwise import Chain, check_choice, learned_feedback_step, local_update
+from widealign.seeding import generator
+
+
+class ActivationRelaxation(FeedbackState, Rule):
+    """Hidden activities relax to backprop's error (fixed point dL/du_l), then local updates."""
+
+    name = "activation-relaxation"
+    supports_recurrent = False
+    feedback_replaces_weight = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Loss = "mse",
+        seed: int = 0,
+        iterations: int = 100,
+        step: float = 0.1,
+        feedback: str = "exact",
+        derivatives: bool = True,
+        feedback_lr: float = 1.0,
+        start: str = "feedforward",
+    ) -> None:
+        super().__init__(model, loss)
+        self.chain = Chain(model, self.name)
+        check_choice("feedback", feedback, ("exact", "learned"))
+        check_choice("start", start, ("feedforward", "zero"))
+        self.start = start
+        self.iterations, self.step, self.feedback_kind = int(iterations), float(step), feedback
+        self.derivatives, self.feedback_lr = bool(derivatives), float(feedback_lr)
+        g = generator(seed, "feedback")
+        learned = feedback == "learned"
+        self._init_feedback(
+            [None] + [layer.sample_weight(g) if learned else None for layer in self.layers[1:]]
+        )
+
+    @property
+    def weight_transport(self) -> bool:
+        """Whether the relaxation reads the current forward weights (``feedback="exact"``)."""
+        return self.feedback_kind == "exact"
+
+    def _matrix(self, index: int) -> Tensor:
+        b = self.feedback[index]
+        return self.layers[index].weight.detach() if b is None else b
+
+    def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        chain, top = self.chain, len(self.layers) - 1
+        u, a = chain.forward(x)
+        output = a[-1]
+        loss = self.loss_fn(output, y)
+        (e,) = torch.autograd.grad(loss, output, retain_graph=True)
+        with torch.no_grad():
+            xs = [t.detach().clone() if self.start == "feedforward" else torch.zeros_like(t) for t in u]
+            stages = [chain.stage_map(i, a[i].detach(), self.derivatives) for i in range(top)]
+            backs = [chain.transpose_map(i, self._matrix(i), xs[i]) for i in range(top + 1)]
+            for _ in range(self.iterations):
+                for layer in range(top, 0, -1):
+                    drive = backs[layer](e if layer == top else stages[layer](xs[layer + 1]))
+                    xs[layer].mul_(1 - self.step).add_(drive, alpha=self.step)
+        local_update(u, a, xs[1:], e)
+        if self.feedback_kind == "learned":
+            learned_feedback_step(self, self.feedback_lr)
+        return loss, output
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, iterations={self.iterations}, step={self.step}, "
+            f"feedback={self.feedback_kind}, derivatives={self.derivatives}"
+        )
