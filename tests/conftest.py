@@ -38,6 +38,19 @@ def make_batch(family: str, n: int = 8, seed: int = 1) -> tuple[torch.Tensor, to
     return x, add_targets(x)
 
 
+#: Few iterations for the iterative rules in the tests that run every rule (their own tests use more).
+FAST_OPTIONS = {
+    "activation-relaxation": {"iterations": 5},
+    "predictive-coding": {"iterations": 5},
+    "dynamic-inversion": {"iterations": 5},
+}
+
+
+def fast(name: str) -> dict:
+    """Options that keep ``name`` cheap in the generic tests (none for one-step rules)."""
+    return FAST_OPTIONS.get(name, {})
+
+
 def loss_for(family: str) -> str:
     return "sequence-mse" if family == "rnn" else "mse"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import loss_for, make_batch, make_model
+from conftest import fast, loss_for, make_batch, make_model
 from widealign.rules import RULES, make_rule
 
 
@@ -16,7 +16,7 @@ def test_every_rule_steps_and_keeps_its_state_on_the_models_device(name, family)
         pytest.skip(f"{name} is feed-forward only")
     model = make_model(family).to("meta")
     x, y = (t.to("meta") for t in make_batch(family))
-    rule = make_rule(name, model, loss_for(family), seed=0)
+    rule = make_rule(name, model, loss_for(family), seed=0, **fast(name))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
         rule.backward(x, y)

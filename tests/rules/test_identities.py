@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import grads, loss_for, make_batch, make_model, sgd_steps
+from conftest import fast, grads, loss_for, make_batch, make_model, sgd_steps
 from widealign.models import synaptic_layers
 from widealign.rules import RULES, make_rule
 
@@ -261,7 +261,7 @@ def test_backward_path_never_reads_current_weights(name, family):
     if family == "rnn" and not RULES[name].supports_recurrent:
         pytest.skip(f"{name} is feed-forward only")
     model = make_model(family)
-    rule = make_rule(name, model, loss_for(family))
+    rule = make_rule(name, model, loss_for(family), **fast(name))
     if getattr(rule, "weight_transport", False):
         pytest.skip(
             f"{name} with exact feedback reads W by design (activation relaxation, predictive coding)"

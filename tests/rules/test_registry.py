@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import grads, make_batch, make_model
+from conftest import fast, grads, make_batch, make_model
 from widealign.models import Dense
 from widealign.rules import RULES, make_rule
 
@@ -32,7 +32,7 @@ def test_unknown_rule_lists_the_known_ones():
 @pytest.mark.parametrize("name", ALL)
 def test_sgd_applies_exactly_the_rules_grad(name):
     model = make_model("conv")
-    rule = make_rule(name, model)
+    rule = make_rule(name, model, **fast(name))
     x, y = make_batch("conv")
     rule.backward(x, y)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -47,7 +47,7 @@ def test_sgd_applies_exactly_the_rules_grad(name):
 @pytest.mark.parametrize("name", ALL)
 def test_adam_first_step_is_lr_times_sign_of_the_rules_grad(name):
     model = make_model("mlp")
-    rule = make_rule(name, model)
+    rule = make_rule(name, model, **fast(name))
     x, y = make_batch("mlp")
     rule.backward(x, y)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -66,7 +66,7 @@ def test_rules_work_on_any_model_built_from_library_layers(name):
     torch.manual_seed(0)
     model = nn.Sequential(Dense(4, 8), nn.Tanh(), Dense(8, 8), nn.Tanh(), Dense(8, 2)).double()
     x, y = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
-    loss, out = make_rule(name, model).backward(x, y)
+    loss, out = make_rule(name, model, **fast(name)).backward(x, y)
     assert out.shape == (5, 2) and math.isfinite(float(loss))
     assert model[4].weight.grad is not None
     if name != "readout":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import grads, loss_for, make_batch, make_model, sgd_steps
+from conftest import fast, grads, loss_for, make_batch, make_model, sgd_steps
 from widealign.models import synaptic_layers
 from widealign.rules import RULES, make_rule
 
@@ -25,7 +25,7 @@ def test_save_restore_continue_equals_straight_training(name, family, tmp_path):
         pytest.skip(f"{name} is feed-forward only")
     k = 3
     model = make_model(family)
-    rule = make_rule(name, model, loss_for(family), seed=5)
+    rule = make_rule(name, model, loss_for(family), seed=5, **fast(name))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     train(model, rule, opt, family, k, 0)
     path = tmp_path / "ckpt.pt"
@@ -34,7 +34,7 @@ def test_save_restore_continue_equals_straight_training(name, family, tmp_path):
 
     state = torch.load(path, weights_only=False)
     fresh = make_model(family, seed=123)  # different weights: everything must come from the file
-    fresh_rule = make_rule(name, fresh, loss_for(family), seed=99)
+    fresh_rule = make_rule(name, fresh, loss_for(family), seed=99, **fast(name))
     fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-2)
     fresh.load_state_dict(state["model"])
     fresh_rule.load_state_dict(state["rule"])
