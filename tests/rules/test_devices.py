@@ -22,6 +22,6 @@ def test_every_rule_steps_and_keeps_its_state_on_the_models_device(name, family)
         rule.backward(x, y)
         optimizer.step()
     state = rule.state_dict()
-    assert state or name in ("bp", "readout")
+    assert state or name in ("bp", "readout") or getattr(rule, "weight_transport", False)  # stateless
     assert {t.device.type for t in state.values()} <= {"meta"}
     assert {p.grad.device.type for p in model.parameters() if p.grad is not None} == {"meta"}
