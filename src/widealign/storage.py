@@ -58,10 +58,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError):
-            reason = (err.strerror or str(err)).lower()
-            raise WriteError(err.errno, f"{reason} while writing {path}") from err
+        cause = _os_error(err)
+        if cause is not None:
+            reason = (cause.strerror or str(cause)).lower()
+            raise WriteError(cause.errno, f"{reason} while writing {path}") from err
         raise
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The operating-system error (with an errno) behind ``err``, if any.
+
+    ``torch.save`` reports a full disk as a RuntimeError raised while closing its zip writer, with
+    the OSError as its context; so the whole chain is searched.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, WriteError):
+            return None
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:

@@ -202,14 +202,15 @@ def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
     )
 
 
-def die_with_parent(parent: int, interval: float = 1.0) -> None:
+def die_with_parent(parent: int, interval: float = 1.0, kernel: bool = True) -> None:
     """Make this process exit when process ``parent`` (its parent) dies.
 
-    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); a daemon
-    thread that compares ``os.getppid()`` with ``parent`` every ``interval`` seconds covers other
-    systems. A parent that died before this ran is noticed at once.
+    On Linux (and ``kernel``) the kernel sends SIGKILL when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); a daemon thread that compares ``os.getppid()`` with ``parent``
+    every ``interval`` seconds covers other systems. A parent that died before this ran is noticed
+    at once.
     """
-    if sys.platform.startswith("linux"):
+    if kernel and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != parent:
