@@ -34,6 +34,8 @@ def test_sweep_runs_every_task_and_a_rerun_trains_nothing(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
     again = run_sweep(TINY, tmp_path, progress=False)
     assert finals(again) == finals(first)
+    assert summarise(again) == "4 runs: 4 finished (4 were already complete; nothing rerun)"
+    assert summarise(first) == "4 runs: 4 finished"
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == stamps
 
 

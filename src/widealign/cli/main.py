@@ -1,7 +1,8 @@
 """The ``widealign`` command: ``train``, ``compare``, ``run``, ``report``, ``align``, ``bench``, ``rules``.
 
 Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
-learning rate that is not a positive number, an unwritable output folder) ends with one line on
+learning rate that is not a positive number, an unwritable output folder), a damaged result or
+checkpoint file, an output folder in use by another process or a full disk ends with one line on
 stderr, ``widealign: error: ...``, and exit status 2; a diverged run ends with exit status 1.
 """
 

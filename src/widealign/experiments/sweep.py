@@ -261,10 +261,17 @@ def _ray(
 
 
 def summarise(results: Sequence[dict[str, Any]]) -> str:
-    """``"n runs: a finished, b diverged, c failed"`` with the failures' messages."""
+    """``"n runs: a finished, b diverged, c failed"`` with the failures' messages.
+
+    Runs that had ended before this sweep started (returned, not rerun) are counted at the end:
+    ``"(k were already complete; nothing rerun)"``.
+    """
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     line = f"{len(results)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    done = sum(bool(r.get("already_complete")) for r in results)
+    if done:
+        line += f" ({done} were already complete; nothing rerun)"
     failures = [f"  {r['run_id']}: {r['error']}" for r in results if r["status"] == "failed"]
     return "\n".join([line, *failures])
