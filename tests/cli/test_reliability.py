@@ -288,12 +288,9 @@ def test_two_runs_started_at_once_on_one_folder_one_refused(tmp_path):
         ),
         (
             ["bench", "--input-shape", "8", "8"],
-            r"the convnet needs an input shape of 3 numbers \(C H W\), got 2: 8 8",
+            r"--input-shape for the convnet is C H W \(3 numbers\), got \[8, 8\]",
         ),
-        (
-            ["bench", "--input-shape", "1", "0", "8"],
-            r"input shape must be positive integers, got \[1, 0, 8\]",
-        ),
+        (["bench", "--input-shape", "1", "0", "8"], r"--input-shape must be positive, got \[1, 0, 8\]"),
         (["bench", "--batch-size", "0"], r"batch size must be a positive integer, got 0"),
         (["bench", "--repeats", "0"], r"repeats must be a positive integer, got 0"),
         (["run", "width", "--smoke", "--workers", "0"], r"workers must be a positive integer, got 0"),
@@ -338,7 +335,7 @@ def test_rerunning_a_finished_run_says_so_and_writes_nothing(finished, tmp_path,
     capsys.readouterr()
     assert train(run) == 0
     out = capsys.readouterr().out
-    assert f"{run} already holds this run (finished after 1 epochs); nothing written" in out
+    assert f"{run} already holds this run (finished after 1 epoch); nothing written" in out
     assert "resumed" not in out and "wrote" not in out
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
 
@@ -347,3 +344,14 @@ def test_aligning_a_run_with_itself_warns(finished, capsys):
     assert main(["align", str(finished), str(finished) + os.sep, "--draws", "2", "--noise-batch", "4"]) == 0
     err = capsys.readouterr().err
     assert err == f"widealign: warning: {finished} is given twice; this compares the run with itself\n"
+
+
+def test_a_checkpoint_from_before_configurations_were_recorded_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": 1, "model": {}, "history": []}, run / "checkpoint.pt")
+    assert train(run) == 2
+    assert one_line_error(capsys) == (
+        f"{run}/checkpoint.pt does not record the configuration it was trained with (checkpoint format 1, "
+        "from an older widealign); delete it to start the run again"
+    )

@@ -219,7 +219,7 @@ def test_a_sweep_rerun_with_other_overrides_names_the_runs_it_leaves(tmp_path, c
     assert main([*base, "--widths", "8", *small]) == 0
     printed = capsys.readouterr().out
     assert (
-        f"note: {out} also holds 1 runs that are not part of this sweep, left as they are ({old}); "
+        f"note: {out} also holds 1 run not part of this sweep, left as they are ({old}); "
         f"'widealign report {out} --latest-sweep' reports this sweep's runs only"
     ) in printed
     assert main(["report", str(out), "--out", str(tmp_path / "all")]) == 0

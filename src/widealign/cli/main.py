@@ -218,9 +218,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     done = result.get("already_complete")
     if done:
         epochs = len(result["epochs"])
-        print(
-            f"{args.out} already holds this run ({result['status']} after {epochs} epochs); nothing written"
-        )
+        after = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+        print(f"{args.out} already holds this run ({result['status']} after {after}); nothing written")
     elif result.get("resumed_from_epoch"):
         print(f"resumed from epoch {result['resumed_from_epoch']}")
     if result["status"] == "diverged":
@@ -304,7 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         print(
-            f"note: {out} also holds {len(others)} runs that are not part of this sweep, left as they are "
+            f"note: {out} also holds {len(others)} run{'' if len(others) == 1 else 's'} not part of this "
+            "sweep, left as they are "
             f"({shown}); 'widealign report {out} --latest-sweep' reports this sweep's runs only"
         )
     progress = not args.no_progress
