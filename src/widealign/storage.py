@@ -98,8 +98,9 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of ``err``'s message (torch's run on for several lines)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
