@@ -210,3 +210,45 @@ def test_data_shapes_match_the_loader_on_real_format_files(tmp_path, no_md5, nam
     assert (shape.task, shape.default_loss) == (data.task, data.default_loss)
     assert shape.target_shape == tuple(data.y_train.shape[1:])
     assert shape.n_test == tvs.HOLDOUT and shape.n_official_test == 10_000
+
+
+def test_a_bad_gz_file_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    raw = write_mnist(tmp_path, gz=True)
+    packed = raw / "train-images-idx3-ubyte.gz"
+    packed.write_bytes(packed.read_bytes()[:-30])
+    with pytest.raises(ValueError, match="corrupt or incomplete") as info:
+        load_torchvision_set("mnist", tmp_path, holdout=5)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{name}.gz" for name in tvs._IDX_FILES)
+
+
+def test_a_full_disk_while_unpacking_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from widealign import storage
+
+    raw = write_mnist(tmp_path, gz=True)
+
+    def full(path, mode):
+        open(path, mode).close()  # the temporary file exists, as on a real disk, when the write fails
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(storage, "_open", full)
+    with pytest.raises(storage.WriteError) as info:
+        load_torchvision_set("mnist", tmp_path, holdout=5)
+    assert str(info.value) == f"no space left on device while writing {raw / tvs._IDX_FILES[0]}"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{name}.gz" for name in tvs._IDX_FILES)
+
+
+def test_a_bad_gz_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    good = idx_bytes(mnist_arrays(N_TRAIN, 0)[0])
+
+    def bad_download(self):  # what torchvision does, with a download cut short
+        os.makedirs(self.raw_folder, exist_ok=True)
+        packed = Path(self.raw_folder) / "train-images-idx3-ubyte.gz"
+        packed.write_bytes(gzip.compress(good)[:-40])
+        torchvision.datasets.utils.extract_archive(str(packed), self.raw_folder)
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", bad_download)
+    with pytest.raises(ValueError, match="download failed") as info:
+        load_dataset("mnist", data_dir=tmp_path, download=True)
+    assert "\n" not in str(info.value)
+    assert [p for p in (tmp_path / "MNIST").rglob("*") if p.is_file()] == []

@@ -34,6 +34,8 @@ def test_sweep_runs_every_task_and_a_rerun_trains_nothing(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
     again = run_sweep(TINY, tmp_path, progress=False)
     assert finals(again) == finals(first)
+    assert summarise(again) == "4 runs: 4 finished (4 were already complete; nothing rerun)"
+    assert summarise(first) == "4 runs: 4 finished"
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == stamps
 
 
@@ -133,3 +135,117 @@ def test_every_smoke_family_runs_its_first_task(tmp_path, monkeypatch):
         [result] = run_sweep(first, tmp_path / name, progress=False)
         assert result["status"] == "finished", (name, result.get("error"))
         assert Path(tmp_path / name / result["run_id"] / "result.json").exists()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie waiting to be reaped counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+POOL_PARENT = """
+import os, time
+from widealign.experiments.sweep import worker_pool
+pool = worker_pool(1)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 300)
+time.sleep(300)
+"""
+
+
+def test_pool_workers_exit_when_the_sweep_process_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert alive(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_for(lambda: not alive(worker), timeout=60)
+
+
+WATCHED = """
+import os, sys, time
+from widealign.experiments.sweep import die_with_parent
+die_with_parent(int(sys.argv[1]), interval=0.1, kernel=False)  # no prctl: only the watchdog is left
+open(sys.argv[2], "w").close()
+time.sleep(300)
+"""
+STARTER = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_watchdog_alone_ends_a_worker_whose_parent_is_gone(tmp_path):
+    marker = tmp_path / "watching"
+    gone = subprocess.run([sys.executable, "-c", WATCHED, "1", str(marker)], capture_output=True, timeout=300)
+    assert (
+        gone.returncode == 1 and gone.stderr == b"" and not marker.exists()
+    )  # its parent is not process 1: it exits at once
+    parent = subprocess.Popen(
+        [sys.executable, "-c", STARTER, WATCHED, str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert wait_for(marker.exists, timeout=300)  # imports are slow on a busy machine
+        assert alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_for(lambda: not alive(child), timeout=30)
+
+
+def test_a_sweep_rerun_with_other_overrides_names_the_runs_it_leaves(tmp_path, capsys):
+    from widealign.cli.main import main
+
+    out = tmp_path / "sweep"
+    base = ["run", "width", "--smoke", "--out", str(out), "--no-progress", "--rules", "bp"]
+    small = ["--set", "epochs=1", "--set", "train_size=100"]
+    assert main([*base, "--widths", "4", *small]) == 0
+    [old] = [p.parent.name for p in out.rglob("result.json")]
+    capsys.readouterr()
+    assert main([*base, "--widths", "8", *small]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"note: {out} also holds 1 run not part of this sweep, left as they are ({old}); "
+        f"'widealign report {out} --latest-sweep' reports this sweep's runs only"
+    ) in printed
+    assert main(["report", str(out), "--out", str(tmp_path / "all")]) == 0
+    assert "2 runs (2 finished)" in capsys.readouterr().out
+    assert main(["report", str(out), "--latest-sweep", "--out", str(tmp_path / "latest")]) == 0
+    assert "1 runs (1 finished)" in capsys.readouterr().out
+    table = (tmp_path / "latest" / "results.csv").read_text()
+    assert old not in table and "width-8" in table
+
+
+HOLD = """
+import sys, time
+from widealign.storage import run_lock
+with run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_sweep_into_a_folder_in_use_is_refused_before_any_run(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"{tmp_path} is in use by process {holder.pid} "):
+            run_sweep(TINY, tmp_path, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # the killed holder's, now stale

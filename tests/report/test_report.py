@@ -184,3 +184,23 @@ def test_report_on_real_runs(tmp_path):
         f"{n}.{e}" for n in ("accuracy_vs_width", "seconds_per_epoch_vs_width") for e in ("png", "pdf")
     }
     assert (tmp_path / "results.csv").stat().st_size > 0
+
+
+@pytest.mark.parametrize("text", ["{}", "[]", "NaN", '{"config": [], "status": "finished", "epochs": []}'])
+def test_a_result_that_is_not_a_record_is_listed_as_unreadable_and_the_rest_reported(tmp_path, text, capsys):
+    from widealign.cli.main import main
+
+    build_tree(tmp_path)
+    (tmp_path / "grid" / "broken").mkdir()
+    (tmp_path / "grid" / "broken" / "result.json").write_text(text)
+    result = report(tmp_path / "grid")
+    assert result["counts"] == {"diverged": 1, "finished": 11, "unreadable": 1}
+    [(path, reason)] = result["unreadable"]
+    assert path == "broken" and reason.startswith(
+        f"{tmp_path}/grid/broken/result.json is not a result record ("
+    )
+    assert {p.stem for p in result["figures"]} >= {"accuracy_vs_width"}
+    assert main(["report", str(tmp_path / "grid")]) == 0
+    printed = capsys.readouterr().out
+    assert "13 runs (1 diverged, 11 finished, 1 unreadable)" in printed
+    assert f"unreadable: broken: {reason}\n" in printed

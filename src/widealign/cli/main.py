@@ -1,7 +1,8 @@
 """The ``widealign`` command: ``train``, ``compare``, ``run``, ``report``, ``align``, ``bench``, ``rules``.
 
 Bad input (an unknown rule or dataset, a width of 0, strides that do not match the widths, a
-learning rate that is not a positive number, an unwritable output folder) ends with one line on
+learning rate that is not a positive number, an unwritable output folder), a damaged result or
+checkpoint file, an output folder in use by another process or a full disk ends with one line on
 stderr, ``widealign: error: ...``, and exit status 2; a diverged run ends with exit status 1.
 """
 
@@ -26,7 +27,7 @@ from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, 
 from widealign.experiments.estimate import estimate_family, format_estimate
 from widealign.experiments.run import DATA_DIR_ENV, DOWNLOAD_ENV, check_writable, environment, train_run
 from widealign.experiments.runners import validate
-from widealign.experiments.sweep import EXECUTORS, run_sweep, summarise
+from widealign.experiments.sweep import EXECUTORS, checked_tasks, other_runs, run_sweep, summarise
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="collect a results folder into results.csv and the paper's figures")
     rep.add_argument("results_dir", help="a folder of runs (searched recursively for result.json)")
     rep.add_argument("--out", help="where to write the table and figures (default: results_dir)")
+    rep.add_argument(
+        "--latest-sweep", action="store_true",
+        help="only the runs of the last 'widealign run' into results_dir (its sweep.json)",
+    )  # fmt: skip
 
     sub.add_parser("rules", help="list the learning rules")
     return parser
@@ -229,12 +234,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"widealign train: {what}")
     show = _print_epoch(cfg.epochs)
     result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)
-    if result.get("resumed_from_epoch"):
+    done = result.get("already_complete")
+    if done:
+        epochs = len(result["epochs"])
+        after = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+        print(f"{args.out} already holds this run ({result['status']} after {after}); nothing written")
+    elif result.get("resumed_from_epoch"):
         print(f"resumed from epoch {result['resumed_from_epoch']}")
     if result["status"] == "diverged":
         print(f"widealign: error: {result['error']}", file=sys.stderr)
         return EXIT_DIVERGED
-    if args.out is not None:
+    if args.out is not None and not done:
         print(f"wrote {args.out}/result.json")
     return 0
 
@@ -301,6 +311,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     family = _family(args)
     out = args.out or f"results/{family.name}{'-smoke' if args.smoke else ''}"
     tasks = family.tasks()
+    if not (args.dry_run or args.estimate):
+        tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run)
     if args.dry_run:
         for task in tasks:
             validate(task)
@@ -311,6 +323,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _estimate(family, tasks, args)
     _data_location(args)
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
+    others = other_runs(out, tasks)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        print(
+            f"note: {out} also holds {len(others)} run{'' if len(others) == 1 else 's'} not part of this "
+            "sweep, left as they are "
+            f"({shown}); 'widealign report {out} --latest-sweep' reports this sweep's runs only"
+        )
     progress = not args.no_progress
     results = run_sweep(
         family, out, args.executor, args.workers, args.ray_address, progress=progress,
@@ -343,6 +363,13 @@ def cmd_align(args: argparse.Namespace) -> int:
     for name in ("draws", "noise_batch"):
         if getattr(args, name) <= 0:
             raise ValueError(f"{name.replace('_', ' ')} must be a positive integer")
+    if args.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), got {args.seed}")
+    if len(args.runs) == 2 and Path(args.runs[0]).resolve() == Path(args.runs[1]).resolve():
+        print(
+            f"widealign: warning: {args.runs[0]} is given twice; this compares the run with itself",
+            file=sys.stderr,
+        )
     if args.json:
         check_writable(Path(args.json).parent)
     scores = align_runs(*args.runs, draws=args.draws, noise_batch=args.noise_batch, seed=args.seed)
@@ -358,9 +385,11 @@ def cmd_align(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out)
-    summary = report(args.results_dir, args.out)
+    summary = report(args.results_dir, args.out, latest_sweep=args.latest_sweep)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary["counts"].items()))
     print(f"{summary['runs']} runs ({counts})")
+    for path, reason in summary["unreadable"]:
+        print(f"unreadable: {path}: {reason}")
     print(f"table: {summary['table']}")
     for path in summary["figures"]:
         print(f"figure: {path}")
@@ -386,6 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in getattr(args, name, None) or []:
                 if w <= 0:
                     raise ValueError(f"width must be a positive integer, got {w}")
+        for name in ("out", "json", "data_dir"):
+            if getattr(args, name, None) is not None and not getattr(args, name).strip():
+                raise UsageError(f"--{name.replace('_', '-')} needs a path, got an empty string")
         _data_location(args)
         set_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)

@@ -22,6 +22,7 @@ stays the same (pass ``holdout=0`` as well to train on every training image). Pi
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import pickle
@@ -29,6 +30,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from widealign.data.base import Dataset, shifted_one_hot
+from widealign.storage import WriteError, atomic_write
 
 #: Training examples held out for evaluation (the paper's 5k for CIFAR-10, KMNIST and MNIST).
 HOLDOUT = 5000
@@ -102,11 +105,14 @@ SOURCES: dict[str, _Source] = {
 
 
 def _gunzip(src: Path, dst: Path) -> None:
-    """Decompress ``src`` to ``dst`` through a temporary file, so ``dst`` is never half-written."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
-    os.replace(tmp, dst)
+    """Decompress ``src`` to ``dst`` through a temporary file: ``dst`` is never half-written, and a
+    bad archive or a full disk leaves no temporary file behind."""
+
+    def unpack(out: IO[bytes]) -> None:
+        with gzip.open(src, "rb") as fin:
+            shutil.copyfileobj(fin, out)
+
+    atomic_write(dst, unpack)
 
 
 def _unpack_local(source: _Source, root: Path) -> None:
@@ -122,6 +128,14 @@ def _unpack_local(source: _Source, root: Path) -> None:
         packed = folder / f"{name}.gz"
         if not (folder / name).is_file() and packed.is_file():
             _gunzip(packed, folder / name)
+
+
+def _files(source: _Source, root: Path) -> set[Path]:
+    """The files a download of ``source`` writes to: its folder's, and the CIFAR archive."""
+    folder = root / source.folder
+    found = {p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+    archive = root / _CIFAR_ARCHIVE
+    return found | ({archive} if source.name == "cifar10" and archive.is_file() else set())
 
 
 def _missing(source: _Source, root: Path) -> list[str]:
@@ -153,16 +167,26 @@ def read_split(source: _Source, root: Path, train: bool, download: bool = False)
     """
     try:
         _unpack_local(source, root)
+    except WriteError:
+        raise
     except _READ_ERRORS as err:
         raise _corrupt(source, root, err) from err
     missing = _missing(source, root)
     if missing and not download:
         raise _not_found(source, root, missing)
+    before = _files(source, root)
     try:
         ds = source.cls(str(root), train=train, download=download)
         images = torch.as_tensor(np.asarray(ds.data))
         labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
     except _READ_ERRORS as err:
+        if missing:  # a failed download: remove what it wrote (a bad .gz, half an unpacked file)
+            for path in _files(source, root) - before:
+                path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise WriteError(
+                err.errno, f"no space left on device while writing {root / source.folder}"
+            ) from err
         missing = _missing(source, root)
         if missing:
             raise _not_found(source, root, missing, f"download failed: {one_line(err)}") from err

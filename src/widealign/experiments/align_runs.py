@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from widealign.diagnostics import LayerAlignment, alignment_scores
 from widealign.experiments.alignment import alignment_config
 from widealign.experiments.config import RunConfig, build_model
-from widealign.experiments.run import CHECKPOINT_FILE, load_data, read_result
+from widealign.experiments.run import CHECKPOINT_FILE, load_data, read_checkpoint, read_result, resume
 from widealign.seeding import generator
 
 #: Configuration fields that must agree for two runs to share their initial network.
@@ -37,11 +36,14 @@ SAME_INIT = (
 
 
 def _load(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's record and its checkpoint, checked to be made with the record's configuration."""
     record = read_result(folder)
     checkpoint = folder / CHECKPOINT_FILE
-    if record is None or not checkpoint.exists():
+    state = None if record is None else read_checkpoint(checkpoint, record["config"])
+    if record is None or state is None:
         raise ValueError(f"{folder} is not a run folder with result.json and {CHECKPOINT_FILE}")
-    return record, torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["path"] = str(checkpoint)
+    return record, state
 
 
 def _config(record: dict[str, Any]) -> RunConfig:
@@ -50,10 +52,10 @@ def _config(record: dict[str, Any]) -> RunConfig:
     return RunConfig(**record["config"]).resolved()
 
 
-def _model(cfg: RunConfig, data: Any, state: dict[str, Any] | None) -> nn.Module:
+def _model(cfg: RunConfig, data: Any, state: dict[str, Any] | None, path: str = "") -> nn.Module:
     model = build_model(cfg, data).to(dtype=cfg.torch_dtype)
     if state is not None:
-        model.load_state_dict(state)
+        resume(model.load_state_dict, state, Path(path))
     return model
 
 
@@ -73,12 +75,13 @@ def align_runs(
     if run_b is None:
         if record_a.get("kind") != "alignment" or "theory" not in state_a:
             raise ValueError(f"{run_a} is not an alignment score run; give two run folders to compare")
-        networks = [_model(cfg_a, data, state_a[k]) for k in ("bp", "theory", "initial")]
+        networks = [_model(cfg_a, data, state_a[k], state_a["path"]) for k in ("bp", "theory", "initial")]
         return alignment_scores(*networks, x, noise, draws, noise_batch)
     record_b, state_b = _load(Path(run_b))
     cfg_b = _config(record_b)
     differ = [k for k in SAME_INIT if getattr(cfg_a, k) != getattr(cfg_b, k)]
     if differ:
         raise ValueError(f"the runs do not share an initialisation: they differ in {', '.join(differ)}")
-    trained_a, trained_b = _model(cfg_a, data, state_a["model"]), _model(cfg_b, data, state_b["model"])
+    trained_a = _model(cfg_a, data, state_a["model"], state_a["path"])
+    trained_b = _model(cfg_b, data, state_b["model"], state_b["path"])
     return alignment_scores(trained_a, trained_b, _model(cfg_a, data, None), x, noise, draws, noise_batch)

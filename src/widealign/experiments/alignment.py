@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from widealign.data import Dataset
 from widealign.diagnostics import TheoryPair, alignment_metrics, update_alignment, weight_snapshot
-from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
+from widealign.experiments.config import RunConfig, build_model, build_optimizer, check_fits, resolve_device
 from widealign.experiments.run import (
     CHECKPOINT_FILE,
     RESULT_FILE,
@@ -43,15 +43,19 @@ from widealign.experiments.run import (
     load_data,
     new_record,
     previous_result,
+    read_checkpoint,
+    resume,
     train_run,
     write_json_atomic,
 )
 from widealign.seeding import generator
+from widealign.storage import run_lock
 from widealign.train import DivergedError, EpochRecord, Trainer, evaluate, save_atomic
 
 KIND = "alignment"
 MODES = ("score", "update")
-CHECKPOINT_FORMAT = 1
+#: Format 2 added the configuration (``config``); format 1 checkpoints are refused.
+CHECKPOINT_FORMAT = 2
 
 #: The alignment-specific config keys and their defaults.
 ALIGNMENT_DEFAULTS: dict[str, Any] = {
@@ -99,14 +103,15 @@ def run_alignment(
     raised. ``on_epoch`` is called with each new epoch's record (after it is saved).
     """
     cfg = alignment_config(config)
-    if out is not None:
-        out = check_writable(out)
+    run = _run_score if cfg.extra["mode"] == "score" else _run_update
+    if out is None:
+        return run(cfg, out, progress, on_epoch)
+    out = check_writable(out)
+    with run_lock(out):
         previous = previous_result(out, cfg.as_dict())
         if previous is not None:
             return previous
-    if cfg.extra["mode"] == "score":
-        return _run_score(cfg, out, progress, on_epoch)
-    return _run_update(cfg, out, progress, on_epoch)
+        return run(cfg, out, progress, on_epoch)
 
 
 def _run_update(
@@ -160,9 +165,10 @@ def _score_epoch(pair: TheoryPair, data: Dataset, cfg: RunConfig, probe: torch.T
     }
 
 
-def _pair_state(pair: TheoryPair, history: list[dict[str, Any]]) -> dict[str, Any]:
+def _pair_state(pair: TheoryPair, history: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
+        "config": config,
         "bp": pair.bp.state_dict(),
         "theory": pair.theory.state_dict(),
         "initial": pair.initial.state_dict(),
@@ -194,16 +200,18 @@ def _run_score(
 ) -> dict[str, Any]:
     """Train the bp/theory pair epoch by epoch, checkpointing both networks after each epoch."""
     device = resolve_device(cfg.device)
+    check_fits(cfg, device)
+    checkpoint = None if out is None else out / CHECKPOINT_FILE
+    state = None if checkpoint is None else read_checkpoint(checkpoint, cfg.as_dict())
     data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
     optimizer = functools.partial(build_optimizer, cfg)
     pair = TheoryPair(model, cfg.loss_name(data), optimizer=optimizer, seed=cfg.seed)
     probe = data.x_train[: cfg.extra["probe_size"]]
-    checkpoint = None if out is None else out / CHECKPOINT_FILE
     history: list[dict[str, Any]] = []
     resumed_from = None
-    if checkpoint is not None and checkpoint.exists():
-        history = _load_pair_state(pair, torch.load(checkpoint, map_location="cpu", weights_only=False))
+    if state is not None:
+        history = resume(functools.partial(_load_pair_state, pair), state, checkpoint)
         resumed_from = len(history)
     record = new_record(KIND, cfg.as_dict(), cfg.seed, device)
     start = time.perf_counter()
@@ -221,7 +229,7 @@ def _run_score(
                 epoch_record = _score_epoch(pair, data, cfg, probe, len(history) + 1)
                 history.append(epoch_record)
                 if checkpoint is not None:
-                    save_atomic(_pair_state(pair, history), checkpoint)
+                    save_atomic(_pair_state(pair, history, cfg.as_dict()), checkpoint)
                 save()
                 bar.update()
                 if on_epoch is not None:

@@ -8,14 +8,18 @@ configuration is what results files record.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
 from widealign.data import DATASETS, Dataset
+from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS
@@ -24,6 +28,10 @@ from widealign.rules import RULES, VARIANTS, check_rule_options
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Device names a run accepts; anything else (mps, meta, xla, ...) is refused before any work.
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+#: Losses that need a classification task (labels); the others fit any data.
+CLASSIFICATION_LOSSES = ("ce",)
 
 #: Per-data-set defaults: the paper's settings where it has them (Add task: SPEC section 5), and
 #: for digits the KMNIST conv net with the paper's largest learning rate, 5, which learns fastest.
@@ -126,6 +134,31 @@ class RunConfig:
                 )
         if self.model == "rnn" and not RULES[self.rule].supports_recurrent:
             raise ValueError(f"{self.rule} supports feed-forward models only, not the rnn")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), got {self.seed!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"unknown device {self.device!r} (use cpu, cuda, cuda:N or auto)")
+        self._check_data_fit()
+
+    def _check_data_fit(self) -> None:
+        """The model and the loss fit the data set (known from its shape, without loading it)."""
+        shape = DATA_SHAPES.get(self.dataset)
+        if shape is None:
+            return
+        sequences = len(shape.input_shape) == 2
+        fitting = ("rnn",) if sequences else ("convnet", "mlp")
+        if self.model not in fitting:
+            kind = f"sequences of shape {shape.input_shape}" if sequences else f"images {shape.input_shape}"
+            raise ValueError(
+                f"model {self.model!r} does not fit data set {self.dataset!r} ({kind}); use --model "
+                f"{' or '.join(fitting)}"
+            )
+        if self.loss in CLASSIFICATION_LOSSES and shape.task != "classification":
+            others = ", ".join(name for name in LOSSES if name not in CLASSIFICATION_LOSSES)
+            raise ValueError(
+                f"loss {self.loss!r} needs class labels but {self.dataset!r} is a {shape.task} task; "
+                f"use one of {others}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +205,55 @@ def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     if isinstance(cfg.width, list):
         raise ValueError("the rnn takes one width (its hidden size)")
     return RNN(data.input_shape[-1], cfg.width, data.num_outputs, **common)
+
+
+def parameter_count(cfg: RunConfig) -> int | None:
+    """Parameters of the network ``cfg`` describes, counted on the meta device (nothing allocated).
+
+    None when the data set's shape is not known without loading it.
+    """
+    shape = DATA_SHAPES.get(cfg.dataset)
+    if shape is None:
+        return None
+    data = SimpleNamespace(name=cfg.dataset, input_shape=shape.input_shape, num_outputs=shape.num_outputs)
+    with torch.device("meta"):
+        model = build_model(replace(cfg, seed=None), data)  # no seed: no draws on the CPU
+    return sum(p.numel() for p in model.parameters())
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (physical memory for the CPU), None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def check_fits(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse a network whose parameters and their gradients alone exceed ``device``'s memory.
+
+    A lower bound on what training needs (data, activations and rule state come on top), so a
+    run that could fit is never refused; one that cannot fails here, before anything is loaded.
+    """
+    count, memory = parameter_count(cfg), device_memory(device)
+    if count is None or memory is None:
+        return
+    need = 2 * count * cfg.torch_dtype.itemsize
+    if need > memory:
+        raise ValueError(
+            f"width {cfg.width} does not fit in memory: its {count:,} parameters and their gradients "
+            f"need {_size(need)} ({cfg.dtype}) but {device} has {_size(memory)}; choose a smaller width"
+        )
 
 
 def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

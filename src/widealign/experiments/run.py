@@ -3,8 +3,14 @@
 With an output folder, a run writes ``result.json`` (atomically, after every epoch) holding the
 resolved configuration, library and torch versions, seed, device and per-epoch records, and
 ``checkpoint.pt`` after every epoch. Running the same configuration into the same folder again
-returns the finished result without training, or resumes an interrupted run from its last
-completed epoch, giving the numbers an uninterrupted run would have given.
+returns the finished result without training (marked ``already_complete``, writing nothing), or
+resumes an interrupted run from its last completed epoch, giving the numbers an uninterrupted run
+would have given.
+
+A folder is never mixed up: the run holds its lock (:func:`widealign.storage.run_lock`) while it
+uses it; ``result.json`` and ``checkpoint.pt`` both carry the configuration they were made with,
+and a run whose configuration differs is refused with the differing fields named; a damaged file
+is a one-line error naming it, and the folder is left as it was.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ import torch
 
 import widealign
 from widealign.data import Dataset, load_dataset
-from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
+from widealign.experiments.config import RunConfig, build_model, build_optimizer, check_fits, resolve_device
 from widealign.rules import make_rule
+from widealign.storage import load_checkpoint, run_lock, write_json_atomic
 from widealign.train import DivergedError, EpochRecord, Trainer
 
 RESULT_FILE = "result.json"
 DATA_DIR_ENV, DOWNLOAD_ENV = "WIDEALIGN_DATA_DIR", "WIDEALIGN_DOWNLOAD"
 CHECKPOINT_FILE = "checkpoint.pt"
+SWEEP_FILE = "sweep.json"  # a sweep's manifest, in its results folder
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -55,19 +63,71 @@ def new_record(kind: str, config: dict[str, Any], seed: int, device: torch.devic
     }
 
 
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON to a temporary file and rename it into place."""
+def read_result_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The result record in file ``path``; a one-line ValueError naming it if it is not one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        record = json.loads(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a result record (not text: {err.reason})") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a result record (not valid JSON: {err})") from err
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a result record (it holds {json.dumps(record)[:40]}, not an object)")
+    for key, kind in (("config", dict), ("status", str), ("epochs", list)):
+        if not isinstance(record.get(key), kind):
+            raise ValueError(f"{path} is not a result record ('{key}' is missing or not a {kind.__name__})")
+    return record
 
 
 def read_result(out: str | os.PathLike) -> dict[str, Any] | None:
-    """The result record in folder ``out``, or None if there is none."""
+    """The result record in folder ``out``, or None if there is none (see :func:`read_result_file`)."""
     path = Path(out) / RESULT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_result_file(path) if path.exists() else None
+
+
+def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"name: A there, B here"`` for every field (``extra.key`` for extras) whose values differ."""
+
+    def flat(config: dict[str, Any]) -> dict[str, Any]:
+        config = json.loads(json.dumps(config))
+        extra = config.pop("extra", None)
+        nested = {f"extra.{k}": v for k, v in extra.items()} if isinstance(extra, dict) else {}
+        return config | nested | ({} if isinstance(extra, dict) or extra is None else {"extra": extra})
+
+    a, b = flat(saved), flat(wanted)
+    missing = object()
+    return [
+        f"{key}: {'(none)' if a.get(key, missing) is missing else json.dumps(a[key])} there, "
+        f"{'(none)' if b.get(key, missing) is missing else json.dumps(b[key])} here"
+        for key in dict.fromkeys([*a, *b])
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+
+
+def read_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint in ``path`` if there is one, after checking it was made with ``config``.
+
+    Raises a one-line ValueError naming the file and the differing fields otherwise (or if the
+    file is damaged, see :func:`widealign.storage.load_checkpoint`).
+    """
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(
+            f"{path} does not record the configuration it was trained with (checkpoint format "
+            f"{state.get('format')!r}, from an older widealign); delete it to start the run again"
+        )
+    differ = config_differences(state["config"], config)
+    if differ:
+        raise ValueError(
+            f"{path} was trained with other settings ({'; '.join(differ)}); rerun with the same "
+            "settings or choose another output folder"
+        )
+    return state
 
 
 def check_writable(out: str | os.PathLike) -> Path:
@@ -102,8 +162,14 @@ def load_data(cfg: RunConfig) -> Dataset:
 def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error."""
     previous = read_result(out)
-    if previous is not None and previous["config"] != json.loads(json.dumps(config)):
-        raise ValueError(f"{out} holds a run with a different configuration; choose another output folder")
+    differ = [] if previous is None else config_differences(previous["config"], config)
+    if differ:
+        raise ValueError(
+            f"{out} holds a run with a different configuration ({'; '.join(differ)}); choose another "
+            "output folder"
+        )
+    if previous is not None and previous["status"] in ("finished", "diverged"):
+        previous["already_complete"] = True
     return previous if previous is not None and previous["status"] in ("finished", "diverged") else None
 
 
@@ -122,12 +188,28 @@ def train_run(
     every epoch's record; ``kind`` names the run kind in the record.
     """
     cfg = cfg.resolved()
-    if out is not None:
-        out = check_writable(out)
+    if out is None:
+        return _train(cfg, None, progress, on_epoch, epoch_metrics, kind)
+    out = check_writable(out)
+    with run_lock(out):
         previous = previous_result(out, cfg.as_dict())
         if previous is not None:
             return previous
+        return _train(cfg, out, progress, on_epoch, epoch_metrics, kind)
+
+
+def _train(
+    cfg: RunConfig,
+    out: Path | None,
+    progress: bool,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None,
+    kind: str,
+) -> dict[str, Any]:
     device = resolve_device(cfg.device)
+    check_fits(cfg, device)
+    checkpoint = None if out is None else out / CHECKPOINT_FILE
+    state = None if checkpoint is None else read_checkpoint(checkpoint, cfg.as_dict())
     data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
     rule = make_rule(
@@ -136,9 +218,10 @@ def train_run(
     optimizer = build_optimizer(cfg, model.parameters())
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
-        checkpoint=None if out is None else out / CHECKPOINT_FILE,
-        epoch_metrics=epoch_metrics, progress=progress,
+        checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
     )  # fmt: skip
+    if state is not None:
+        resume(trainer.resume, state, checkpoint)
     record = new_record(kind, cfg.as_dict(), cfg.seed, device)
     start = time.perf_counter()
 
@@ -159,3 +242,14 @@ def train_run(
     record["session_seconds"] = time.perf_counter() - start
     save()
     return record
+
+
+def resume(load: Callable[[dict[str, Any]], Any], state: dict[str, Any], path: Path) -> Any:
+    """``load(state)``, with a state that does not fit the built run as a one-line error naming ``path``."""
+    try:
+        return load(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise ValueError(
+            f"{path} does not fit this run ({reason}); delete it to start the run again"
+        ) from err

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from widealign.experiments.alignment import alignment_config, run_alignment
-from widealign.experiments.config import RunConfig
+from widealign.experiments.config import RunConfig, check_fits, resolve_device
 from widealign.experiments.run import train_run
 from widealign.experiments.song2021 import Song2021Config, run_song2021_task
 
@@ -68,3 +68,18 @@ def validate(task: Any) -> None:
     check = VALIDATORS.get(task.kind)
     if check is not None:
         check(task.config)
+
+
+def check_here(task: Any) -> None:
+    """Check that ``task`` can run on this machine: its device exists and its parameters fit.
+
+    For sweeps whose runs all execute here (the sequential and process executors), so that a
+    missing GPU or an impossible width stops the sweep before its first run.
+    """
+    if task.kind == "train":
+        cfg = RunConfig(**task.config).resolved()
+    elif task.kind == "alignment":
+        cfg = alignment_config(task.config)
+    else:
+        return
+    check_fits(cfg, resolve_device(cfg.device))

@@ -60,6 +60,7 @@ from widealign.models import TwoLayer
 from widealign.rules import make_rule
 from widealign.rules.fa import FeedbackAlignment
 from widealign.seeding import generator
+from widealign.storage import run_lock
 
 ACTIVATIONS = ("identity", "relu", "tanh")
 RULES = ("fa", "bp")
@@ -119,6 +120,12 @@ class Song2021Config:
                 raise ValueError(f"unknown {field} {value!r}; choose one of {', '.join(allowed)}")
         if self.lam < 0:
             raise ValueError(f"lam must be non-negative, got {self.lam}")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"{name.replace('_', ' ')} must be a non-negative integer (0, 1, 2, ...), got {value!r}"
+                )
         if min(self.width, self.steps, self.n, self.d, self.record_every) <= 0:
             raise ValueError("width, steps, n, d and record_every must be positive")
 
@@ -317,11 +324,19 @@ def run_song2021_task(config: dict[str, Any], out: Path | None, progress: bool =
     """
     cfg = Song2021Config(**config)
     recorded = resolved_config(cfg)
-    if out is not None:
-        out = check_writable(out)
+    if out is None:
+        return _song2021_record(cfg, recorded)
+    out = check_writable(out)
+    with run_lock(out):
         previous = previous_result(out, recorded)
         if previous is not None:
             return previous
+        result = _song2021_record(cfg, recorded)
+        write_json_atomic(result, out / RESULT_FILE)
+        return result
+
+
+def _song2021_record(cfg: Song2021Config, recorded: dict[str, Any]) -> dict[str, Any]:
     result = new_record("song2021", recorded, cfg.seed, torch.device("cpu"))
     start = time.perf_counter()
     try:
@@ -334,6 +349,4 @@ def run_song2021_task(config: dict[str, Any], out: Path | None, progress: bool =
     except FloatingPointError as err:
         result["status"], result["error"] = "diverged", str(err)
     result["wall_seconds"] = time.perf_counter() - start
-    if out is not None:
-        write_json_atomic(result, out / RESULT_FILE)
     return result

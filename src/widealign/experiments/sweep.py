@@ -5,12 +5,18 @@ Every task runs into its own folder ``OUT/<run_id>/`` through its kind's runner,
 resumes interrupted ones, and a killed sweep loses at most the epoch in progress. A run that
 diverges is recorded as diverged; a run that fails (an exception) is reported, written to
 ``OUT/<run_id>/error.txt`` and retried by the next rerun; the sweep goes on either way.
-``OUT/sweep.json`` lists the family, its version and every run.
+``OUT/sweep.json`` lists the family, its version and every run (so ``widealign report
+--latest-sweep`` can keep to them); runs already in ``OUT`` that the sweep does not include are left
+as they are, and :func:`other_runs` names them. Every run is checked before the first starts (for
+local executors also its device and whether its parameters fit in memory), and the sweep holds the
+lock of ``OUT`` while it runs (:func:`widealign.storage.run_lock`), as each run holds its folder's.
 
 Executors:
 
 * ``sequential`` (default): one run after another in this process, with a progress bar per run.
 * ``process``: a local pool of ``workers`` processes (spawned), each with ``cores / workers`` threads.
+  Workers exit when the sweep's process dies (even by ``kill -9``): on Linux the kernel signals
+  them (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread checks their parent every second.
 * ``ray``: tasks on a Ray cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or on a
   local Ray instance started for the sweep. The results folder must be on a file system that every
   node sees. Each run asks Ray for one CPU and, if its device is ``cuda``, for ``gpus_per_run`` GPUs
@@ -22,8 +28,14 @@ Executors:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +44,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from widealign.experiments.catalogue import Family, Task
-from widealign.experiments.run import check_writable, environment, write_json_atomic
-from widealign.experiments.runners import RUNNERS, validate
+from widealign.experiments.run import RESULT_FILE, SWEEP_FILE, check_writable, environment, write_json_atomic
+from widealign.experiments.runners import RUNNERS, check_here, validate
+from widealign.storage import WriteError, run_lock, write_text_atomic
 from widealign.system import threads_per_worker, usable_cpus
 
 EXECUTORS = ("sequential", "process", "ray")
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def run_task(task: Task, out: str, progress: bool = False, threads: int | None = None) -> dict[str, Any]:
@@ -49,9 +63,10 @@ def run_task(task: Task, out: str, progress: bool = False, threads: int | None =
     try:
         result = RUNNERS[task.kind](task.config, folder, progress)
         (folder / "error.txt").unlink(missing_ok=True)
+    except WriteError:  # a full disk fails every run after it too: stop the sweep
+        raise
     except Exception as err:  # a failing run must not stop the sweep
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "error.txt").write_text(traceback.format_exc())
+        write_text_atomic(traceback.format_exc(), folder / "error.txt")
         result = {"status": "failed", "config": task.config, "error": f"{type(err).__name__}: {err}"}
     result["run_id"] = task.run_id
     return result
@@ -72,14 +87,47 @@ def run_sweep(
     ``threads`` is each process-pool worker's torch thread count (default: its share of the CPUs
     this process may use, :func:`widealign.system.threads_per_worker`); Ray runs get one each.
     """
+    tasks = checked_tasks(family, executor, workers, gpus_per_run)
+    out = check_writable(out)
+    with run_lock(out):
+        return _run_locked(
+            family, tasks, out, executor, workers, ray_address, progress, gpus_per_run, threads
+        )
+
+
+def checked_tasks(
+    family: Family, executor: str = "sequential", workers: int | None = None, gpus_per_run: float = 1.0
+) -> list[Task]:
+    """The family's tasks, every one checked for ``executor`` before any starts (ValueError if not).
+
+    Each configuration is validated; with a local executor (sequential, process) also its device
+    and whether its parameters fit in memory here; with Ray the resources it asks for.
+    """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     tasks = family.tasks()
     for task in tasks:
         validate(task)
         if executor == "ray":
             ray_resources(task, gpus_per_run)
-    out = check_writable(out)
+        else:
+            check_here(task)
+    return tasks
+
+
+def _run_locked(
+    family: Family,
+    tasks: list[Task],
+    out: Path,
+    executor: str,
+    workers: int | None,
+    ray_address: str | None,
+    progress: bool,
+    gpus_per_run: float,
+    threads: int | None,
+) -> list[dict[str, Any]]:
     write_json_atomic(
         {
             "family": family.name,
@@ -90,7 +138,7 @@ def run_sweep(
             "runs": [{"run_id": t.run_id, "kind": t.kind, "config": t.config} for t in tasks],
             **environment_summary(),
         },
-        out / "sweep.json",
+        out / SWEEP_FILE,
     )
     if executor == "sequential":
         results = _sequential(tasks, out, progress)
@@ -100,6 +148,16 @@ def run_sweep(
         results = _ray(tasks, out, ray_address, progress, gpus_per_run)
     by_id = {r["run_id"]: r for r in results}
     return [by_id[t.run_id] for t in tasks]
+
+
+def other_runs(out: str | os.PathLike, tasks: Sequence[Task]) -> list[str]:
+    """Run folders under ``out`` (holding a result.json) that are not among ``tasks``, sorted."""
+    root = Path(out)
+    if not root.is_dir():
+        return []
+    ours = {t.run_id for t in tasks}
+    found = {f.parent.relative_to(root).as_posix() for f in root.rglob(RESULT_FILE)}
+    return sorted(found - ours - {"."})
 
 
 def environment_summary() -> dict[str, Any]:
@@ -126,17 +184,44 @@ def _process_pool(
 ) -> list[dict[str, Any]]:
     cores = usable_cpus()
     workers = workers or cores
-    if workers <= 0:
-        raise ValueError(f"workers must be positive, got {workers}")
     threads = threads or threads_per_worker(workers, cores)
-    ctx = multiprocessing.get_context("spawn")
     results = []
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool, _bar(len(tasks), progress) as bar:
+    with worker_pool(workers) as pool, _bar(len(tasks), progress) as bar:
         futures = [pool.submit(run_task, t, str(out), False, threads) for t in tasks]
         for future in cf.as_completed(futures):
             results.append(future.result())
             bar.update()
     return results
+
+
+def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes that exit when this process dies."""
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+    )
+
+
+def die_with_parent(parent: int, interval: float = 1.0, kernel: bool = True) -> None:
+    """Make this process exit when process ``parent`` (its parent) dies.
+
+    On Linux (and ``kernel``) the kernel sends SIGKILL when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); a daemon thread that compares ``os.getppid()`` with ``parent``
+    every ``interval`` seconds covers other systems. A parent that died before this ran is noticed
+    at once.
+    """
+    if kernel and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def ray_resources(task: Task, gpus_per_run: float = 1.0) -> dict[str, float]:
@@ -176,10 +261,17 @@ def _ray(
 
 
 def summarise(results: Sequence[dict[str, Any]]) -> str:
-    """``"n runs: a finished, b diverged, c failed"`` with the failures' messages."""
+    """``"n runs: a finished, b diverged, c failed"`` with the failures' messages.
+
+    Runs that had ended before this sweep started (returned, not rerun) are counted at the end:
+    ``"(k were already complete; nothing rerun)"``.
+    """
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     line = f"{len(results)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    done = sum(bool(r.get("already_complete")) for r in results)
+    if done:
+        line += f" ({done} were already complete; nothing rerun)"
     failures = [f"  {r['run_id']}: {r['error']}" for r in results if r["status"] == "failed"]
     return "\n".join([line, *failures])

@@ -17,14 +17,17 @@ config, to tell which settings vary), ``_epochs`` (the per-epoch records, for cu
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from widealign.experiments.run import RESULT_FILE
+from widealign.experiments.run import RESULT_FILE, read_result_file
+from widealign.storage import write_text_atomic
 
 TABLE_FILE = "results.csv"
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
@@ -100,11 +103,13 @@ def record_row(record: dict[str, Any], path: str = "") -> dict[str, Any]:
     return row
 
 
-def collect(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def collect(results_dir: str | os.PathLike, runs: Collection[str] | None = None) -> list[dict[str, Any]]:
     """Rows for every ``result.json`` found (recursively) under ``results_dir``, in path order.
 
-    A file that cannot be read or parsed becomes a row with ``status: "unreadable"`` and the reason
-    in ``error``, so one damaged run never hides the others.
+    ``runs``, if given, keeps only the run folders (paths relative to ``results_dir``) it names.
+    A file that is not a result record (unreadable, not JSON, ``{}``, ``[]``, ``NaN``, ...) becomes
+    a row with ``status: "unreadable"`` and the reason in ``error``, so one damaged run never hides
+    the others.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -112,10 +117,12 @@ def collect(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     rows = []
     for file in sorted(root.rglob(RESULT_FILE)):
         folder = file.parent.relative_to(root).as_posix()
+        if runs is not None and folder not in runs:
+            continue
         try:
-            record = json.loads(file.read_text())
-        except (OSError, ValueError) as err:
-            rows.append(record_row({"status": "unreadable", "error": f"{file}: {err}"}, folder))
+            record = read_result_file(file)
+        except ValueError as err:
+            rows.append(record_row({"status": "unreadable", "error": str(err)}, folder))
             continue
         rows.append(record_row(record, folder))
     return rows
@@ -150,13 +157,13 @@ def _cell(value: Any) -> str:
 def write_table(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> Path:
     """Write ``results.csv`` in ``out_dir``: one header row, one row per run, empty cells for None."""
     path = Path(out_dir) / TABLE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = table_columns(rows)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    write_text_atomic(text.getvalue(), path)
     return path
 
 

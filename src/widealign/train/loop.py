@@ -7,8 +7,10 @@ outputs before each update; the held-out metrics are computed after the epoch, i
 training batch size (the paper's normalisation uses batch statistics at evaluation time too).
 
 A checkpoint written after every epoch (atomically) holds the model, the rule state, the
-optimiser, the shuffling generator and the history, so a resumed run continues with exactly the
-numbers an uninterrupted run would have produced.
+optimiser, the shuffling generator, the history and the run's configuration, so a resumed run
+continues with exactly the numbers an uninterrupted run would have produced, and a caller can
+check that it resumes the run it means to. Checkpoints hold tensors and plain values only and are
+opened with ``torch.load(weights_only=True)`` (:func:`widealign.storage.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from tqdm.auto import tqdm
 from widealign.data.base import Dataset
 from widealign.rules.base import Rule
 from widealign.seeding import generator
+from widealign.storage import load_checkpoint, save_atomic
 
-CHECKPOINT_FORMAT = 1
+#: Format 2 added the configuration; format 1 checkpoints are refused (they cannot be checked).
+CHECKPOINT_FORMAT = 2
 
 
 class DivergedError(RuntimeError):
@@ -97,6 +101,8 @@ class Trainer:
         epoch_metrics: functions called after every epoch with the trainer, returning extra
             metrics (a dict) to store in that epoch's record (e.g. alignment diagnostics).
         progress: show a progress bar on stderr.
+        config: the run's configuration (plain values), stored in every checkpoint so that a
+            resume can be checked against it.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class Trainer:
         checkpoint: str | os.PathLike | None = None,
         epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
         progress: bool = True,
+        config: dict[str, Any] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -120,6 +127,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.epoch_metrics = list(epoch_metrics or [])
         self.progress = progress
+        self.config = dict(config or {})
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
@@ -152,8 +160,7 @@ class Trainer:
         if epochs <= 0:
             raise ValueError(f"epochs must be positive, got {epochs}")
         if self.checkpoint is not None and self.checkpoint.exists() and not self.history:
-            self.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False))
-            self.resumed_from = self.epoch
+            self.resume(load_checkpoint(self.checkpoint))
         bar = tqdm(
             total=epochs, initial=self.epoch, desc=self.rule.name, unit="epoch", disable=not self.progress
         )
@@ -185,6 +192,7 @@ class Trainer:
         """Everything needed to continue training exactly."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "config": self.config,
             "model": self.model.state_dict(),
             "rule": self.rule.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -195,18 +203,17 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (from this or a fresh, identically built trainer)."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
+            raise ValueError(
+                f"unsupported checkpoint format {state.get('format')!r} (this widealign writes "
+                f"{CHECKPOINT_FORMAT}, with the run's configuration)"
+            )
         self.model.load_state_dict(state["model"])
         self.rule.load_state_dict(state["rule"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.shuffle.set_state(state["shuffle"])
         self.history = [EpochRecord(**r) for r in state["history"]]
 
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's :meth:`state_dict`; :attr:`resumed_from` records its epoch."""
+        self.load_state_dict(state)
+        self.resumed_from = self.epoch
