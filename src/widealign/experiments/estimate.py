@@ -115,7 +115,7 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
     """A ``Trainer`` epoch of ``steps`` batches, one held-out batch, and ``update_alignment``."""
     device, data, model = _setup(cfg, steps)
     initial = weight_snapshot(model) if update_metric else None
-    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant)
+    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant, lr=cfg.lr)
     optimizer = build_optimizer(replace(cfg, lr=TIMING_LR), model.parameters())
     trainer = Trainer(model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False)
     held_out = functools.partial(evaluate, model, rule.loss_fn, classification=trainer.classification)

@@ -130,7 +130,7 @@ def train_run(
     device = resolve_device(cfg.device)
     data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
-    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant)
+    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant, lr=cfg.lr)
     optimizer = build_optimizer(cfg, model.parameters())
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
