@@ -55,7 +55,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
     p.add_argument("--train-size", type=int, help="train on the first N training examples only")
     p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
-    p.add_argument("--model", choices=MODELS, help="network family (default: the dataset's)")
+    p.add_argument(
+        "--model",
+        help=f"{', '.join(MODELS)} or a torchvision classification model such as resnet18, converted "
+        "(default: the dataset's)",
+    )
     p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
     p.add_argument("--strides", type=int, nargs="+", help="conv strides, one per layer (overrides --preset)")
     p.add_argument("--depth", type=int, default=2, help="hidden layers of the mlp (default 2)")
