@@ -70,6 +70,7 @@ class Odd(nn.Module):
         return self.head(x.flatten(2).transpose(1, 2)).mean(1)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 def test_any_padding_stride_dilation_groups_and_bias_forward_and_backward(parameterization):
     torch.manual_seed(3)
