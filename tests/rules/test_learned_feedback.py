@@ -124,3 +124,17 @@ def test_the_rule_state_is_in_buffers(name):
     rule = make_rule(name, make_model("mlp"), seed=1, lr=0.1)
     assert list(rule.parameters()) == []
     assert {"seed", "steps"} <= set(rule.state_dict())
+
+
+def test_symmetric_alignment_closed_form_step_is_the_objectives_gradient():
+    model = make_model("conv")
+    rule = SymmetricAlignment(model, seed=2, lr=0.7)
+    before = [b.clone() for b in rule.feedback]
+    expected = []
+    for i, (layer, b) in enumerate(zip(synaptic_layers(model), before)):
+        leaf = b.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(rule.objective(i, layer, leaf, []), leaf)
+        expected.append(b - 0.7 * grad)
+    rule.backward(*make_batch("conv"))
+    for b, e in zip(rule.feedback, expected):
+        torch.testing.assert_close(b, e, rtol=1e-13, atol=1e-15)

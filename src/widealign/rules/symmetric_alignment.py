@@ -6,7 +6,7 @@ SGD step on
     R = alpha * decay + beta * self = alpha (||W_e||^2 + ||B_e||^2) - beta <W_e, B_e>
 
 (see :mod:`widealign.rules.primitives`), i.e. ``B <- B - lr * scale^2 (2 alpha B - beta W)``,
-whose fixed point is ``B = beta/(2 alpha) W``. Defaults ``alpha = 1e-3, beta = 2e-3`` (Kunin et
+whose fixed point is ``B = beta/(2 alpha) W``; the step is applied in this closed form. Defaults ``alpha = 1e-3, beta = 2e-3`` (Kunin et
 al.'s symmetric alignment, fixed point ``B = W``), ``lr`` the run's learning rate.
 """
 
@@ -40,3 +40,10 @@ class SymmetricAlignment(ObjectiveFeedback):
     def objective(self, index: int, layer: Synaptic, b: Tensor, inputs: list[Tensor]) -> Tensor:
         w = layer.weight.detach()
         return self.alpha * primitives.decay(layer, w, b) + self.beta * primitives.self_(layer, w, b)
+
+    def update_feedback(self, inputs: list[list[Tensor]] | None) -> None:
+        """dR/dB = scale^2 (2 alpha B - beta W), without autograd (the objective's gradient)."""
+        for i, layer in enumerate(self.layers):
+            b = getattr(self, f"feedback_{i}")
+            grad = layer.scale**2 * (2 * self.alpha * b - self.beta * layer.weight.detach())
+            b.sub_(self.lr * grad)
