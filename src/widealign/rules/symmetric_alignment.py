@@ -6,8 +6,9 @@ SGD step on
     R = alpha * decay + beta * self = alpha (||W_e||^2 + ||B_e||^2) - beta <W_e, B_e>
 
 (see :mod:`widealign.rules.primitives`), i.e. ``B <- B - lr * scale^2 (2 alpha B - beta W)``,
-whose fixed point is ``B = beta/(2 alpha) W``; the step is applied in this closed form. Defaults ``alpha = 1e-3, beta = 2e-3`` (Kunin et
-al.'s symmetric alignment, fixed point ``B = W``), ``lr`` the run's learning rate.
+whose fixed point is ``B = beta/(2 alpha) W``; the step is applied in this closed form.
+Defaults ``alpha = 1e-3, beta = 2e-3`` (Kunin et al.'s symmetric alignment, fixed point
+``B = W``), ``lr`` the run's learning rate.
 """
 
 from __future__ import annotations
