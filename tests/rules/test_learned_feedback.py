@@ -28,6 +28,7 @@ SIGNS = ["usf", "frsf", "brsf"]
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     cos = (a * b).sum() / (a.norm() * b.norm())
     return math.degrees(math.acos(float(cos.clamp(-1, 1))))
 

@@ -92,8 +92,8 @@ class RunConfig:
     def _check(self) -> None:
         _choice("rule", self.rule, RULES)
         _choice("variant", self.variant, VARIANTS)
-        if not is_torchvision_name(self.model):
-            if self.model not in MODELS:
+        if self.model not in MODELS:
+            if not is_torchvision_name(self.model):
                 raise ValueError(
                     f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} or a torchvision "
                     "classification model (resnet18, vgg11, alexnet, ...)"
@@ -154,7 +154,7 @@ def _choice(name: str, value: Any, options: Any) -> None:
 def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     """The network ``cfg`` describes, sized for ``data``, initialised from ``cfg.seed``."""
     common = dict(parameterization=cfg.parameterization, seed=cfg.seed)
-    if is_torchvision_name(cfg.model):
+    if cfg.model not in MODELS:
         return torchvision_model(cfg.model, data.input_shape, data.num_outputs, **common)
     if cfg.model == "convnet":
         if len(data.input_shape) != 3:
