@@ -210,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out)
     rule = cfg.rule if cfg.rule_variant == "default" else f"{cfg.rule} ({cfg.rule_variant} variant)"
-    what = f"{rule} on {cfg.dataset}, {cfg.model} width {cfg.width}, lr {cfg.lr}, seed {cfg.seed}"
+    model = f"{cfg.model} width {cfg.width}" if cfg.model in MODELS else f"{cfg.model} (converted)"
+    what = f"{rule} on {cfg.dataset}, {model}, lr {cfg.lr}, seed {cfg.seed}"
     print(f"widealign train: {what}")
     show = _print_epoch(cfg.epochs)
     result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)
@@ -253,7 +254,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     for name, cls in RULES.items():
-        print(f"{name:<11} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"{name:<{max(map(len, RULES))}} {(cls.__doc__ or '').strip().splitlines()[0]}")
     return 0
 
 
