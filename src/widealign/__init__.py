@@ -11,7 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from widealign.models import MLP, RNN, ConvNet, TwoLayer, synaptic_layers  # noqa: E402
+from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers  # noqa: E402
 from widealign.rules import RULES, Rule, make_rule  # noqa: E402
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Rule",
     "TwoLayer",
     "__version__",
+    "convert",
     "make_rule",
     "synaptic_layers",
 ]

@@ -47,6 +47,8 @@ from widealign.cli.main import main
             "CIFAR-10 not found in .*--download",
         ),
         (["run", "nope"], "unknown experiment family 'nope'"),
+        (["train", "--model", "resnet19"], "unknown model 'resnet19'.*torchvision"),
+        (["train", "--model", "resnet18", "--dataset", "add"], "resnet18 needs image data"),
         (["run", "width", "--set", "widht=8", "--dry-run"], "unknown configuration key"),
         (["run", "width", "--smoke", "--estimate", "--estimate-steps", "0"], "estimate steps must be"),
         (["run", "width", "--smoke", "--estimate", "--set", "width=0"], "width must be a positive integer"),
@@ -121,3 +123,20 @@ def test_installed_command_exits_non_zero_on_error():
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "widealign: error: width must be a positive integer, got 0"
+
+
+def test_rules_lists_every_rule_with_one_line(capsys):
+    from widealign.rules import RULES
+
+    assert main(["rules"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(RULES)
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_train_a_converted_resnet18_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--rule", "kolen-pollack", "--model", "resnet18", "--dataset", "digits", "--epochs", "1",
+            "--train-size", "40", "--batch-size", "20", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "resnet18" in capsys.readouterr().out and (out / "result.json").exists()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from conftest import fast, grads, make_batch, make_model
+from widealign import convert
 from widealign.models import Dense
 from widealign.rules import RULES, make_rule
 
@@ -19,6 +22,8 @@ def test_registry_names_match_the_spec():
     assert set(RULES) == {
         "bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa",
         "activation-relaxation", "predictive-coding", "pal", "dynamic-inversion",
+        "usf", "brsf", "frsf", "kolen-pollack", "weight-mirror", "information-alignment",
+        "symmetric-alignment",
     }  # fmt: skip
     for name, cls in RULES.items():
         assert cls.name == name and cls.__doc__
@@ -71,3 +76,24 @@ def test_rules_work_on_any_model_built_from_library_layers(name):
     assert model[4].weight.grad is not None
     if name != "readout":
         assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    return convert(torchvision.models.resnet18(num_classes=4))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_rule_steps_on_converted_resnet18(name, resnet18):
+    """BatchNorm, residual additions and the downsampling 1x1 convs included."""
+    model = copy.deepcopy(resnet18)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(2, 3, 8, 8, generator=g), torch.randn(2, 4, generator=g)
+    rule = make_rule(name, model, seed=0, lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, out = rule.backward(x, y)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert out.shape == (2, 4) and math.isfinite(float(loss))
+    moved = [not torch.equal(p, b) for p, b in zip(model.parameters(), before)]
+    assert moved[-2] and (not any(moved[:-2]) if name == "readout" else all(moved))

@@ -56,7 +56,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
     p.add_argument("--train-size", type=int, help="train on the first N training examples only")
     p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
-    p.add_argument("--model", choices=MODELS, help="network family (default: the dataset's)")
+    p.add_argument(
+        "--model",
+        help=f"{', '.join(MODELS)} or a torchvision classification model such as resnet18, converted "
+        "(default: the dataset's)",
+    )
     p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
     p.add_argument("--strides", type=int, nargs="+", help="conv strides, one per layer (overrides --preset)")
     p.add_argument("--depth", type=int, default=2, help="hidden layers of the mlp (default 2)")
@@ -230,7 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out)
     rule = cfg.rule if cfg.rule_variant == "default" else f"{cfg.rule} ({cfg.rule_variant} variant)"
-    what = f"{rule} on {cfg.dataset}, {cfg.model} width {cfg.width}, lr {cfg.lr}, seed {cfg.seed}"
+    model = f"{cfg.model} width {cfg.width}" if cfg.model in MODELS else f"{cfg.model} (converted)"
+    what = f"{rule} on {cfg.dataset}, {model}, lr {cfg.lr}, seed {cfg.seed}"
     print(f"widealign train: {what}")
     show = _print_epoch(cfg.epochs)
     result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)
@@ -280,10 +285,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     for name, cls in RULES.items():
-        print(f"{name:<21} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"{name:<{max(map(len, RULES))}} {(cls.__doc__ or '').strip().splitlines()[0]}")
         options = rule_options(name)
         if options:
-            print(f"{'':<21}   options: {', '.join(f'{k}={v}' for k, v in options.items())}")
+            print(
+                f"{'':<{max(map(len, RULES))}}   options: {', '.join(f'{k}={v}' for k, v in options.items())}"
+            )
     return 0
 
 

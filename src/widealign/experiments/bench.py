@@ -164,7 +164,7 @@ def bench(
         steps: dict[str, Callable[[], None]] = {}
         for name in rules:
             m = copy.deepcopy(net).to(dev, dtype)
-            rule, opt = make_rule(name, m, seed=seed), torch.optim.SGD(m.parameters(), lr=1e-3)
+            rule, opt = make_rule(name, m, seed=seed, lr=1e-3), torch.optim.SGD(m.parameters(), lr=1e-3)
             steps[name] = functools.partial(train_step, rule, opt, x, y)
             if name == "bp":
                 flops = step_flops(rule, opt, x, y)

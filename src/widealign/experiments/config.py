@@ -23,8 +23,11 @@ from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS
+from widealign.models.vision import is_torchvision_name, torchvision_model
 from widealign.rules import RULES, VARIANTS, check_rule_options
 
+#: The library's own families; any torchvision classification model name (resnet18, vgg11, ...)
+#: is accepted too and converted (:func:`widealign.models.vision.torchvision_model`).
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -101,7 +104,12 @@ class RunConfig:
     def _check(self) -> None:
         _choice("rule", self.rule, RULES)
         _choice("variant", self.variant, VARIANTS)
-        _choice("model", self.model, MODELS)
+        if self.model not in MODELS:
+            if not is_torchvision_name(self.model):
+                raise ValueError(
+                    f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} or a torchvision "
+                    "classification model (resnet18, vgg11, alexnet, ...)"
+                )
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -185,6 +193,8 @@ def _choice(name: str, value: Any, options: Any) -> None:
 def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     """The network ``cfg`` describes, sized for ``data``, initialised from ``cfg.seed``."""
     common = dict(parameterization=cfg.parameterization, seed=cfg.seed)
+    if cfg.model not in MODELS:
+        return torchvision_model(cfg.model, data.input_shape, data.num_outputs, **common)
     if cfg.model == "convnet":
         if len(data.input_shape) != 3:
             raise ValueError(

@@ -116,7 +116,13 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
     device, data, model = _setup(cfg, steps)
     initial = weight_snapshot(model) if update_metric else None
     rule = make_rule(
-        cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant, **cfg.rule_options
+        cfg.rule,
+        model,
+        cfg.loss_name(data),
+        seed=cfg.seed,
+        variant=cfg.rule_variant,
+        lr=cfg.lr,
+        **cfg.rule_options,
     )
     optimizer = build_optimizer(replace(cfg, lr=TIMING_LR), model.parameters())
     trainer = Trainer(model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False)

@@ -213,7 +213,13 @@ def _train(
     data = load_data(cfg).to(device, cfg.torch_dtype)
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
     rule = make_rule(
-        cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant, **cfg.rule_options
+        cfg.rule,
+        model,
+        cfg.loss_name(data),
+        seed=cfg.seed,
+        variant=cfg.rule_variant,
+        lr=cfg.lr,
+        **cfg.rule_options,
     )
     optimizer = build_optimizer(cfg, model.parameters())
     trainer = Trainer(

@@ -1,5 +1,6 @@
 """Networks built from synaptic layers (SPEC section 2)."""
 
+from widealign.models.convert import TorchConv2d, convert
 from widealign.models.layers import (
     BatchAxisNorm,
     Conv2d,
@@ -26,7 +27,9 @@ __all__ = [
     "Route",
     "Synaptic",
     "Tap",
+    "TorchConv2d",
     "TwoLayer",
+    "convert",
     "routed",
     "same_padding",
     "synaptic_layers",

@@ -68,21 +68,31 @@ class _DenseOp(torch.autograd.Function):
 
 
 class _Conv2dOp(torch.autograd.Function):
-    """``y = scale * conv(x, W) + b`` (x already padded) whose input gradient uses ``B``."""
+    """``y = scale * conv(x, W) + b`` (x already padded; any stride, dilation, groups) whose input
+    gradient uses ``B``."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float, stride: int
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        feedback: Tensor,
+        scale: float,
+        stride: int | tuple[int, int],
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
     ) -> Tensor:
-        y = F.conv2d(x, weight, None, stride) * scale
+        y = F.conv2d(x, weight, None, stride, 0, dilation, groups) * scale
         return y if bias is None else y + bias[:, None, None]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, feedback, scale, stride = inputs
-        ctx.scale, ctx.stride = scale, stride
+        x, weight, bias, feedback, scale, stride, *rest = inputs
+        dilation, groups = (*rest, 1, 1)[:2]
+        ctx.scale, ctx.stride, ctx.dilation, ctx.groups = scale, stride, dilation, groups
+        ctx.num_inputs = len(inputs)
         ctx.x_shape, ctx.w_shape = x.shape, weight.shape
         ctx.save_for_backward(
             x if ctx.needs_input_grad[1] else None,
@@ -95,12 +105,14 @@ class _Conv2dOp(torch.autograd.Function):
         g = grad_y * ctx.scale
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.grad.conv2d_input(ctx.x_shape, feedback, g, ctx.stride)
+            grad_x = torch.nn.grad.conv2d_input(
+                ctx.x_shape, feedback, g, ctx.stride, 0, ctx.dilation, ctx.groups
+            )
         if ctx.needs_input_grad[1]:
-            grad_w = torch.nn.grad.conv2d_weight(x, ctx.w_shape, g, ctx.stride)
+            grad_w = torch.nn.grad.conv2d_weight(x, ctx.w_shape, g, ctx.stride, 0, ctx.dilation, ctx.groups)
         if ctx.needs_input_grad[2]:
             grad_b = grad_y.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None
+        return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
 
 
 class Route:
@@ -171,6 +183,13 @@ class Synaptic(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
+        """The layer's linear map with ``matrix`` in place of its weight and no bias.
+
+        Rules that learn their feedback use it to send activity or noise through ``W`` or ``B``.
+        """
+        raise NotImplementedError
+
     def _routed(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self._route is None:
             return x, self.weight
@@ -200,6 +219,10 @@ class Dense(Synaptic):
     def forward(self, x: Tensor) -> Tensor:
         x, feedback = self._routed(x)
         return _DenseOp.apply(x, self.weight, self.bias, feedback, self.scale)
+
+    def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
+        """``scale * matrix x`` on the last axis, no bias (plain torch ops, differentiable in both)."""
+        return F.linear(x, matrix) * self.scale
 
     def extra_repr(self) -> str:
         return (
@@ -246,7 +269,13 @@ class Conv2d(Synaptic):
         top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
         left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
         x = F.pad(x, (left, right, top, bottom))
-        return _Conv2dOp.apply(x, self.weight, self.bias, feedback, self.scale, self.stride)
+        return _Conv2dOp.apply(x, self.weight, self.bias, feedback, self.scale, self.stride, 1, 1)
+
+    def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
+        """``scale * conv(x, matrix)`` with this layer's padding and stride, no bias (plain torch ops)."""
+        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), matrix, None, self.stride) * self.scale
 
     def extra_repr(self) -> str:
         return (

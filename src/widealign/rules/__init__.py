@@ -19,12 +19,19 @@ from widealign.rules.align_prop import AlignProp
 from widealign.rules.align_zero import AlignZero
 from widealign.rules.base import VARIANTS, Rule, StepResult, check_variant
 from widealign.rules.bp import Backprop
+from widealign.rules.brsf import BatchRandomSignFeedback
 from widealign.rules.dfa import DirectFeedbackAlignment
 from widealign.rules.dynamic_inversion import DynamicInversion
 from widealign.rules.fa import FeedbackAlignment
+from widealign.rules.frsf import FixedRandomSignFeedback
+from widealign.rules.information_alignment import InformationAlignment
+from widealign.rules.kolen_pollack import KolenPollack
 from widealign.rules.pal import PhaselessAlignment
 from widealign.rules.predictive_coding import PredictiveCoding
 from widealign.rules.readout import Readout
+from widealign.rules.symmetric_alignment import SymmetricAlignment
+from widealign.rules.usf import UniformSignFeedback
+from widealign.rules.weight_mirror import WeightMirror
 
 RULES: dict[str, type[Rule]] = {
     rule.name: rule
@@ -36,6 +43,13 @@ RULES: dict[str, type[Rule]] = {
         AlignProp,
         FeedbackAlignment,
         DirectFeedbackAlignment,
+        UniformSignFeedback,
+        BatchRandomSignFeedback,
+        FixedRandomSignFeedback,
+        KolenPollack,
+        WeightMirror,
+        InformationAlignment,
+        SymmetricAlignment,
         ActivationRelaxation,
         PredictiveCoding,
         PhaselessAlignment,
@@ -43,16 +57,13 @@ RULES: dict[str, type[Rule]] = {
     )
 }
 
-#: Rules whose constructor takes a ``seed`` (they draw random feedback matrices).
-_SEEDED = (FeedbackAlignment, DirectFeedbackAlignment)
-
 
 def rule_options(name: str) -> dict[str, Any]:
     """The options rule ``name`` takes (keyword arguments besides model, loss and seed) and their defaults."""
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
     params = inspect.signature(RULES[name].__init__).parameters
-    fixed = ("self", "model", "loss", "seed", "variant")
+    fixed = ("self", "model", "loss", "seed", "variant", "lr")
     return {k: p.default for k, p in params.items() if k not in fixed}
 
 
@@ -92,13 +103,17 @@ def make_rule(
     loss: str | Loss = "mse",
     seed: int = 0,
     variant: str = "default",
+    lr: float | None = None,
     **options: Any,
 ) -> Rule:
-    """The rule called ``name`` bound to ``model``; ``seed`` draws random feedback matrices.
+    """The rule called ``name`` bound to ``model``.
 
+    ``seed`` draws random feedback (fa, dfa, the sign-symmetry and learned-feedback rules).
     ``variant="reference"`` selects the authors' code's version of align-ada, align-zero and
     readout (``docs/method.md#variants``); every rule has ``"default"``, the rule as the method
-    states it. ``options`` are the rule's own settings (:func:`rule_options`), e.g.
+    states it. ``lr`` is the run's learning rate, the step size of the rules that learn their
+    feedback (kolen-pollack, weight-mirror, information-alignment, symmetric-alignment); other
+    rules ignore it. ``options`` are the rule's own settings (:func:`rule_options`), e.g.
     ``iterations=50`` for activation-relaxation; strings are converted to the default's type.
     Create the rule when training starts: align-zero and align-ada copy theta_0, align-prop
     copies W(0).
@@ -106,10 +121,10 @@ def make_rule(
     kwargs = check_rule_options(name, options)
     cls = RULES[name]
     check_variant(cls, variant)
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs |= {k: v for k, v in {"seed": seed, "lr": lr}.items() if k in accepted}
     if variant != "default":
         kwargs["variant"] = variant
-    if issubclass(cls, _SEEDED) or "seed" in inspect.signature(cls.__init__).parameters:
-        return cls(model, loss, seed=seed, **kwargs)
     return cls(model, loss, **kwargs)
 
 
@@ -120,15 +135,22 @@ __all__ = [
     "AlignProp",
     "AlignZero",
     "Backprop",
+    "BatchRandomSignFeedback",
     "DirectFeedbackAlignment",
     "DynamicInversion",
     "FeedbackAlignment",
+    "FixedRandomSignFeedback",
+    "InformationAlignment",
+    "KolenPollack",
     "PhaselessAlignment",
     "PredictiveCoding",
     "Readout",
     "Rule",
     "StepResult",
+    "SymmetricAlignment",
+    "UniformSignFeedback",
     "VARIANTS",
+    "WeightMirror",
     "check_rule_options",
     "make_rule",
     "rule_options",

@@ -1,0 +1,49 @@
+"""kolen-pollack: B receives the same update as W, both with weight decay (Akrout et al. 2019).
+
+The error travels back through B (``grad_x = scale * B^T grad_y``, fa's transport) and, with
+``G`` the true local weight gradient of the step, ``eta`` the rule's ``lr`` and ``lambda`` its
+``weight_decay``:
+
+    W.grad = G + lambda * W                     (plain SGD at eta: W <- (1 - eta*lambda) W - eta*G)
+    B <- (1 - eta*lambda) B - eta * G            (applied by the rule, inside ``backward``)
+
+so that, when the user's optimiser is plain SGD at learning rate ``eta``,
+``B_{t+1} - W_{t+1} = (1 - eta*lambda) (B_t - W_t)`` whatever ``G`` is, and B converges to W.
+``eta`` defaults to the run's learning rate; ``lambda = 1e-4`` (Akrout et al.'s ImageNet
+weight decay). B starts as an independent draw from the forward initialisation, like fa's.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from widealign.losses import Loss
+from widealign.rules.learned import StoredFeedback
+
+
+class KolenPollack(StoredFeedback):
+    """B and W get the same update G plus weight decay, so B - W shrinks by (1 - lr*decay) per step."""
+
+    name = "kolen-pollack"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Loss = "mse",
+        seed: int = 0,
+        lr: float | None = None,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__(model, loss, seed, lr)
+        if not weight_decay >= 0:
+            raise ValueError(f"weight decay must be non-negative, got {weight_decay}")
+        self.weight_decay = float(weight_decay)
+
+    def update_feedback(self, inputs: list | None) -> None:
+        for i, layer in enumerate(self.layers):
+            b = getattr(self, f"feedback_{i}")
+            g = layer.weight.grad
+            if g is None:  # a layer that took no part in this pass
+                continue
+            b.mul_(1 - self.lr * self.weight_decay).sub_(self.lr * g)
+            g.add_(layer.weight.detach(), alpha=self.weight_decay)
