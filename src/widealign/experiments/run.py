@@ -1,10 +1,12 @@
 """One training run from a :class:`RunConfig`, with a results file and exact resumption.
 
 With an output folder, a run writes ``result.json`` (atomically, after every epoch) holding the
-resolved configuration, library and torch versions, seed, device and per-epoch records, and
-``checkpoint.pt`` after every epoch. Running the same configuration into the same folder again
-returns the finished result without training, or resumes an interrupted run from its last
-completed epoch, giving the numbers an uninterrupted run would have given.
+resolved configuration, library and torch versions, seed, device and per-epoch records, the same
+per-epoch records as a table in ``metrics.csv``, and ``checkpoint.pt`` after every epoch.
+Running the same configuration into the same folder again returns the finished result without
+training, or resumes an interrupted run from its last completed epoch, giving the numbers an
+uninterrupted run would have given, on the same device or another one (the device is not part of
+a run's identity; the checkpoint loads wherever the run continues).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import torch
 
 import widealign
 from widealign.data import Dataset, load_dataset
+from widealign.experiments.catalogue import run_identity
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
 from widealign.rules import make_rule
 from widealign.train import DivergedError, EpochRecord, Trainer
+from widealign.train.metrics import METRICS_FILE, TensorBoardLogger, write_metrics_csv
 
 RESULT_FILE = "result.json"
 DATA_DIR_ENV, DOWNLOAD_ENV = "WIDEALIGN_DATA_DIR", "WIDEALIGN_DOWNLOAD"
+#: A folder under which every run of a sweep writes TensorBoard scalars (``DIR/<run_id>``).
+TENSORBOARD_ENV = "WIDEALIGN_TENSORBOARD"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -62,6 +68,12 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
     os.replace(tmp, path)
+
+
+def write_result(record: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write a run's ``result.json`` and its per-epoch table ``metrics.csv`` into folder ``out``."""
+    write_json_atomic(record, Path(out) / RESULT_FILE)
+    write_metrics_csv(record.get("epochs", []), Path(out) / METRICS_FILE)
 
 
 def read_result(out: str | os.PathLike) -> dict[str, Any] | None:
@@ -100,9 +112,14 @@ def load_data(cfg: RunConfig) -> Dataset:
 
 
 def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error."""
+    """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error.
+
+    The device is not compared (:func:`~widealign.experiments.catalogue.run_identity`): a run may
+    resume, or be looked up, on another device than the one it started on.
+    """
     previous = read_result(out)
-    if previous is not None and previous["config"] != json.loads(json.dumps(config)):
+    same = json.loads(json.dumps(run_identity(config)))
+    if previous is not None and run_identity(previous["config"]) != same:
         raise ValueError(f"{out} holds a run with a different configuration; choose another output folder")
     return previous if previous is not None and previous["status"] in ("finished", "diverged") else None
 
@@ -114,12 +131,14 @@ def train_run(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
     kind: str = "train",
+    tensorboard: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train one configuration and return its result record (see the module docstring).
 
     A diverging run is recorded with ``status: "diverged"`` and its message, not raised, so that
     sweeps go on; callers that want an error check ``status``. ``epoch_metrics`` add diagnostics to
-    every epoch's record; ``kind`` names the run kind in the record.
+    every epoch's record; ``kind`` names the run kind in the record. ``tensorboard`` names a folder
+    for TensorBoard scalars of every epoch trained (needs the ``tensorboard`` extra).
     """
     cfg = cfg.resolved()
     if out is not None:
@@ -138,13 +157,16 @@ def train_run(
         epoch_metrics=epoch_metrics, progress=progress,
     )  # fmt: skip
     record = new_record(kind, cfg.as_dict(), cfg.seed, device)
+    board = TensorBoardLogger(tensorboard) if tensorboard is not None else None
     start = time.perf_counter()
 
     def save(epoch_record: EpochRecord | None = None) -> None:
         record["epochs"] = [r.as_dict() for r in trainer.history]
         record["wall_seconds"] = sum(r.seconds for r in trainer.history)
         if out is not None:
-            write_json_atomic(record, out / RESULT_FILE)
+            write_result(record, out)
+        if epoch_record is not None and board is not None:
+            board.log(epoch_record.as_dict())
         if epoch_record is not None and on_epoch is not None:
             on_epoch(epoch_record)
 
@@ -153,6 +175,9 @@ def train_run(
         record["status"] = "finished"
     except DivergedError as err:
         record["status"], record["error"] = "diverged", str(err)
+    finally:
+        if board is not None:
+            board.close()
     record["resumed_from_epoch"] = trainer.resumed_from
     record["session_seconds"] = time.perf_counter() - start
     save()

@@ -50,11 +50,10 @@ from torch import Tensor
 
 from widealign.data import load_digits
 from widealign.experiments.run import (
-    RESULT_FILE,
     check_writable,
     new_record,
     previous_result,
-    write_json_atomic,
+    write_result,
 )
 from widealign.models import TwoLayer
 from widealign.rules import make_rule
@@ -335,5 +334,5 @@ def run_song2021_task(config: dict[str, Any], out: Path | None, progress: bool =
         result["status"], result["error"] = "diverged", str(err)
     result["wall_seconds"] = time.perf_counter() - start
     if out is not None:
-        write_json_atomic(result, out / RESULT_FILE)
+        write_result(result, out)
     return result

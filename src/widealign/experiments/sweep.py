@@ -1,4 +1,4 @@
-"""Run a sweep's tasks with an executor: in-process, a local process pool, or Ray.
+"""Run a sweep's tasks with an executor: in-process, a local process pool, Ray, or SLURM.
 
 Every task runs into its own folder ``OUT/<run_id>/`` through its kind's runner, which writes
 ``result.json`` atomically and checkpoints every epoch; so rerunning a sweep skips finished runs,
@@ -16,12 +16,21 @@ Executors:
   node sees. Each run asks Ray for one CPU and, if its device is ``cuda``, for ``gpus_per_run`` GPUs
   (default 1; a fraction such as 0.25 lets small runs share a GPU). Ray hides the GPUs from tasks
   that did not ask for one and numbers the ones it gives from 0, so runs on Ray name ``cuda``, not
-  ``cuda:N``. Needs the optional extra: ``pip install 'widealign[ray]'``.
+  ``cuda:N``. Needs the optional extra: ``pip install -e '.[ray]'`` in a source checkout.
+* ``slurm``: one SLURM job per run (submitted as one job array) through submitit; the results
+  folder must be on a file system the nodes see, and submitit's logs go to ``OUT/slurm/``. Runs
+  that already ended are not submitted again. ``slurm_options`` are submitit's executor parameters
+  (``timeout_min``, ``cpus_per_task``, ``mem_gb``, ``gpus_per_node``, ``slurm_partition``,
+  ``slurm_account``, ``slurm_array_parallelism``, any ``slurm_*`` key); runs on ``cuda`` ask for one
+  GPU each unless ``gpus_per_node`` says otherwise. The option ``cluster="local"`` runs the jobs as
+  local processes through submitit's local executor instead (to try a sweep out, and in the tests).
+  Needs the optional extra: ``pip install -e '.[slurm]'``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 import traceback
@@ -31,12 +40,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from widealign.experiments.catalogue import Family, Task
-from widealign.experiments.run import check_writable, environment, write_json_atomic
+from widealign.experiments.catalogue import Family, Task, run_identity
+from widealign.experiments.run import check_writable, environment, read_result, write_json_atomic
 from widealign.experiments.runners import RUNNERS, validate
 from widealign.system import threads_per_worker, usable_cpus
 
-EXECUTORS = ("sequential", "process", "ray")
+EXECUTORS = ("sequential", "process", "ray", "slurm")
 
 
 def run_task(task: Task, out: str, progress: bool = False, threads: int | None = None) -> dict[str, Any]:
@@ -66,6 +75,7 @@ def run_sweep(
     progress: bool = True,
     gpus_per_run: float = 1.0,
     threads: int | None = None,
+    slurm_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every task of ``family`` into ``out``; returns their result records in task order.
 
@@ -96,6 +106,8 @@ def run_sweep(
         results = _sequential(tasks, out, progress)
     elif executor == "process":
         results = _process_pool(tasks, out, workers, progress, threads)
+    elif executor == "slurm":
+        results = _slurm(tasks, out, progress, dict(slurm_options or {}))
     else:
         results = _ray(tasks, out, ray_address, progress, gpus_per_run)
     by_id = {r["run_id"]: r for r in results}
@@ -155,7 +167,9 @@ def _ray(
     try:
         import ray
     except ImportError as err:
-        raise ValueError("--executor ray needs Ray: pip install 'widealign[ray]'") from err
+        raise ValueError(
+            "--executor ray needs Ray: pip install -e '.[ray]' in the widealign checkout (or pip install ray)"
+        ) from err
     env = {k: v for k, v in os.environ.items() if k.startswith("WIDEALIGN_")}
     started_here = not ray.is_initialized()
     if started_here:
@@ -172,6 +186,63 @@ def _ray(
     finally:
         if started_here:
             ray.shutdown()
+    return results
+
+
+def ended_result(task: Task, out: Path) -> dict[str, Any] | None:
+    """The finished or diverged result of ``task`` already in ``out``, if any (nothing to run)."""
+    result = read_result(out / task.run_id)
+    if result is None or result.get("status") not in ("finished", "diverged"):
+        return None
+    if run_identity(result["config"]) != run_identity(json.loads(json.dumps(task.config))):
+        return None  # the runner reports the clash
+    return result | {"run_id": task.run_id}
+
+
+def slurm_parameters(tasks: Sequence[Task], options: dict[str, Any]) -> dict[str, Any]:
+    """submitit parameters for the sweep's jobs: ``options``, plus a GPU per run on ``cuda``."""
+    params = {"name": "widealign", "timeout_min": 24 * 60, "cpus_per_task": 1, **options}
+    params.pop("cluster", None)
+    if "gpus_per_node" not in options and any(str(t.config.get("device", "cpu")) != "cpu" for t in tasks):
+        params["gpus_per_node"] = 1
+    return params
+
+
+def _slurm(tasks: Sequence[Task], out: Path, progress: bool, options: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        import submitit
+    except ImportError as err:
+        raise ValueError(
+            "--executor slurm needs submitit: pip install -e '.[slurm]' in the widealign checkout "
+            "(or pip install submitit)"
+        ) from err
+    results = [r for r in (ended_result(t, out) for t in tasks) if r is not None]
+    todo = [t for t in tasks if t.run_id not in {r["run_id"] for r in results}]
+    if not todo:
+        return results
+    cluster = options.get("cluster")
+    executor = submitit.AutoExecutor(folder=out.resolve() / "slurm", cluster=cluster)
+    params = slurm_parameters(todo, options)
+    if cluster == "local":
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    try:
+        executor.update_parameters(**params)
+    except (TypeError, ValueError, NameError) as err:
+        raise ValueError(f"bad SLURM option: {err}") from err
+    folder, threads = str(out.resolve()), int(params.get("cpus_per_task", 1))
+    with executor.batch():
+        jobs = [executor.submit(run_task, t, folder, False, threads) for t in todo]
+    with _bar(len(tasks), progress) as bar:
+        bar.update(len(results))
+        for task, job in zip(todo, jobs):
+            try:
+                results.append(job.result())
+            except Exception as err:  # the job itself failed (timeout, node failure): retried next rerun
+                message = f"SLURM job {job.job_id} failed: {type(err).__name__}: {err}"
+                results.append(
+                    {"status": "failed", "config": task.config, "error": message, "run_id": task.run_id}
+                )
+            bar.update()
     return results
 
 
