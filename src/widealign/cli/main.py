@@ -54,8 +54,6 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes in one line instead of usage + message."""
 
     def error(self, message: str) -> NoReturn:
-        if self.prog.endswith(" run") and message.startswith("unrecognized arguments"):
-            message += "; set any configuration key of the family's runs with --set key=value"
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -393,7 +391,15 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (also used by ``python -m widealign``)."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and args.command == "run":
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(unknown)}; on run, set any configuration key of "
+                "the family's runs with --set key=value (e.g. --set batch_size=50)"
+            )
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         for name in ("width", "widths"):
             for w in getattr(args, name, None) or []:
                 if w <= 0:

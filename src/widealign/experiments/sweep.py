@@ -194,8 +194,10 @@ def ended_result(task: Task, out: Path) -> dict[str, Any] | None:
     result = read_result(out / task.run_id)
     if result is None or result.get("status") not in ("finished", "diverged"):
         return None
-    if run_identity(result["config"]) != run_identity(json.loads(json.dumps(task.config))):
-        return None  # the runner reports the clash
+    recorded = run_identity(result["config"])  # resolved: the task's values plus the defaults
+    wanted = run_identity(json.loads(json.dumps(task.config)))
+    if any(recorded.get(key, object()) != value for key, value in wanted.items()):
+        return None  # let the runner decide (and report a clash)
     return result | {"run_id": task.run_id}
 
 
@@ -223,8 +225,6 @@ def _slurm(tasks: Sequence[Task], out: Path, progress: bool, options: dict[str, 
     cluster = options.get("cluster")
     executor = submitit.AutoExecutor(folder=out.resolve() / "slurm", cluster=cluster)
     params = slurm_parameters(todo, options)
-    if cluster == "local":
-        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     try:
         executor.update_parameters(**params)
     except (TypeError, ValueError, NameError) as err:
