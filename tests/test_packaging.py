@@ -48,7 +48,7 @@ def test_build_makes_a_wheel_and_an_sdist_with_the_package_data_and_the_licence(
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: MIT" in zipfile.ZipFile(wheel).read(metadata).decode()
     members = {Path(m).relative_to(Path(m).parts[0]).as_posix() for m in tarfile.open(sdist).getnames()[1:]}
-    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= members
+    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "examples/pytorch_loop.py"} <= members
     assert {f"src/widealign/experiments/catalogue/{name}" for name in CATALOGUE} <= members
 
 
