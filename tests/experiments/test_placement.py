@@ -84,3 +84,19 @@ def test_a_cpu_checkpoint_loads_onto_the_models_device(rule, tmp_path):
     assert {t.device.type for t in tensors} == {"meta"}
     recorded = json.loads(json.dumps([r.as_dict() for r in meta.history]))
     assert recorded == json.loads(json.dumps([r.as_dict() for r in cpu.history]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("first,then", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_on_a_gpu_a_run_moves_between_the_cpu_and_the_gpu(first, then, tmp_path):
+    straight = train_run(RunConfig(**SMALL), tmp_path / "straight", progress=False)
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(RunConfig(**SMALL, device=first), tmp_path / "run", progress=False, on_epoch=interrupt)
+    resumed = train_run(RunConfig(**SMALL, device=then), tmp_path / "run", progress=False)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["device"].startswith(then)
+    for ours, reference in zip(numbers(resumed), numbers(straight)):
+        assert ours == pytest.approx(reference, rel=1e-6)  # float64; GPU kernels round differently

@@ -154,8 +154,8 @@ class Trainer:
         task: ``"classification"`` or ``"regression"`` for an iterable of batches (default
             classification); an in-memory data set knows its own.
         seed: seeds the shuffling order of an in-memory data set (independently of the model's and
-            the rule's streams). A DataLoader shuffles with its own generator, so a run resumed
-            from a checkpoint repeats an uninterrupted one's numbers only if that order is seeded.
+            the rule's streams). A DataLoader shuffles with its own generator, whose state is not
+            in the checkpoint: a resumed run continues, but not with an uninterrupted run's order.
         checkpoint: a file written after every epoch; if it exists when :meth:`fit` starts, training
             resumes from it.
         epoch_metrics: functions called after every epoch with the trainer, returning extra
