@@ -79,7 +79,6 @@ def test_the_wheel_installed_in_a_fresh_environment_lists_rules_and_trains(dist,
     where = run(python, "-c", "import widealign; print(widealign.__file__, widealign.__version__)", cwd=work)
     assert where.startswith(site) and where.split()[1] == "0.1.0"
     widealign = bindir / "widealign"
-    assert run(widealign, "--version", cwd=work).strip() == "widealign 0.1.0"
     assert run(widealign, "rules", cwd=work).split()[0] == "bp"
     families = run(widealign, "run", "--list", cwd=work)
     assert [line.split()[0] for line in families.splitlines()] == [n.removesuffix(".toml") for n in CATALOGUE]
