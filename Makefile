@@ -10,8 +10,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,slurm]'
 	$(BIN)/python -m pip install --quiet -e '.[ray]' || echo "Ray could not be installed: the Ray executor's test will be skipped"
+	$(BIN)/python -m pip install --quiet -e '.[tensorboard]' || echo "TensorBoard could not be installed: its test will be skipped"
+	$(BIN)/python -m pip install --quiet -e '.[lightning]' || echo "Lightning could not be installed: its example's test will be skipped"
 	touch $@
 
 demo: setup

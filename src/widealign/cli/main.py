@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from tqdm.auto import tqdm
 
+import widealign
 from widealign.data import DATASETS
 from widealign.experiments.align_runs import align_runs
 from widealign.experiments.bench import bench, format_bench
@@ -25,7 +26,14 @@ from widealign.experiments.catalogue import Family, Task, family_names, load_fam
 from widealign.experiments.compare import format_table, run_compare
 from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, resolve_device
 from widealign.experiments.estimate import estimate_family, format_estimate
-from widealign.experiments.run import DATA_DIR_ENV, DOWNLOAD_ENV, check_writable, environment, train_run
+from widealign.experiments.run import (
+    DATA_DIR_ENV,
+    DOWNLOAD_ENV,
+    TENSORBOARD_ENV,
+    check_writable,
+    environment,
+    train_run,
+)
 from widealign.experiments.runners import validate
 from widealign.experiments.sweep import EXECUTORS, checked_tasks, other_runs, run_sweep, summarise
 from widealign.losses import LOSSES
@@ -93,6 +101,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="widealign", description="Train wide networks without backprop.")
+    parser.add_argument("--version", action="version", version=f"widealign {widealign.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one rule on one model and dataset")
@@ -100,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--width", type=int, nargs="+", help="width, or one per conv layer")
     _rule_option_argument(train)
     _add_run_flags(train)
-    train.add_argument("--out", help="folder for result.json and checkpoint.pt (resumes if present)")
+    train.add_argument(
+        "--out", help="folder for result.json, metrics.csv, checkpoint.pt (resumes if present)"
+    )
+    train.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard scalars to DIR")
 
     compare = sub.add_parser("compare", help="several rules x several widths: table and plot")
     compare.add_argument("--rules", nargs="+", default=list(RULES), help="default: all rules")
@@ -126,17 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the rows to this JSON file")
 
     run = sub.add_parser("run", help="run an experiment family of the paper (see --list)")
-    run.add_argument("name", nargs="?", help="family name (widealign run --list)")
+    run.add_argument("name", nargs="?", help="family name (widealign run --list) or your own FILE.toml")
     run.add_argument("--list", action="store_true", help="list the families with one line each")
     run.add_argument("--smoke", action="store_true", help="the quick version on bundled data")
     run.add_argument("--out", help="results folder (default results/<name>[-smoke])")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
     run.add_argument("--epochs", type=int, help="same as --set epochs=N")
     run.add_argument("--dataset", help="same as --set dataset=NAME")
-    run.add_argument("--widths", type=int, nargs="+", help="same as --set 'sweep.width=[...]'")
-    run.add_argument("--rules", nargs="+", help="same as --set 'sweep.rule=[...]'")
+    run.add_argument("--widths", "--width", type=int, nargs="+", help="same as --set 'sweep.width=[...]'")
+    run.add_argument("--rules", "--rule", nargs="+", help="same as --set 'sweep.rule=[...]'")
+    run.add_argument("--lr", type=float, nargs="+", help="same as --set 'sweep.lr=[...]'")
+    run.add_argument("--seeds", "--seed", type=int, nargs="+", help="same as --set 'sweep.seed=[...]'")
     run.add_argument("--device", help="same as --set device=NAME")
     run.add_argument("--executor", choices=EXECUTORS, default="sequential")
+    run.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE",
+        help="with --executor slurm: a submitit parameter (timeout_min=600, slurm_partition=gpu, "
+        "gpus_per_node=1, mem_gb=16, ...; cluster=local runs the jobs here), repeatable",
+    )  # fmt: skip
+    run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard scalars of each run in DIR/<run>")
     run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
     run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
     run.add_argument(
@@ -238,7 +258,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     what = f"{rule} on {cfg.dataset}, {model}, lr {cfg.lr}, seed {cfg.seed}"
     print(f"widealign train: {what}")
     show = _print_epoch(cfg.epochs)
-    result = train_run(cfg, args.out, progress=not args.no_progress, on_epoch=show)
+    result = train_run(
+        cfg, args.out, progress=not args.no_progress, on_epoch=show, tensorboard=args.tensorboard
+    )
     done = result.get("already_complete")
     if done:
         epochs = len(result["epochs"])
@@ -250,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"widealign: error: {result['error']}", file=sys.stderr)
         return EXIT_DIVERGED
     if args.out is not None and not done:
-        print(f"wrote {args.out}/result.json")
+        print(f"wrote {args.out}/result.json and {args.out}/metrics.csv")
     return 0
 
 
@@ -302,7 +324,13 @@ def _family(args: argparse.Namespace) -> Family:
     for key, value in (("epochs", args.epochs), ("dataset", args.dataset), ("device", args.device)):
         if value is not None:
             overrides[key] = value
-    for key, values in (("sweep.width", args.widths), ("sweep.rule", args.rules)):
+    swept = (
+        ("sweep.width", args.widths),
+        ("sweep.rule", args.rules),
+        ("sweep.lr", args.lr),
+        ("sweep.seed", args.seeds),
+    )
+    for key, values in swept:
         if values is not None:
             overrides[key] = values
     return family.with_overrides(overrides)
@@ -314,9 +342,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{name:<11} {load_family(name).description}")
         return 0
     if args.name is None:
-        raise UsageError("name an experiment family, or use --list")
+        raise UsageError("name an experiment family or a family file (FILE.toml), or use --list")
     family = _family(args)
     out = args.out or f"results/{family.name}{'-smoke' if args.smoke else ''}"
+    slurm_options = dict(parse_override(text) for text in args.slurm)
+    if slurm_options and args.executor != "slurm":
+        raise UsageError("--slurm goes with --executor slurm")
     tasks = family.tasks()
     if not (args.dry_run or args.estimate):
         tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run)
@@ -329,6 +360,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.estimate:
         return _estimate(family, tasks, args)
     _data_location(args)
+    if args.tensorboard:
+        check_writable(args.tensorboard)
+        os.environ[TENSORBOARD_ENV] = str(Path(args.tensorboard).resolve())
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
     others = other_runs(out, tasks)
     if others:
@@ -341,7 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     results = run_sweep(
         family, out, args.executor, args.workers, args.ray_address, progress=progress,
-        gpus_per_run=args.gpus_per_run, threads=args.threads,
+        gpus_per_run=args.gpus_per_run, threads=args.threads, slurm_options=slurm_options,
     )  # fmt: skip
     print(summarise(results))
     print(f"next: widealign report {out}")
@@ -417,7 +451,15 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (also used by ``python -m widealign``)."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and args.command == "run":
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(unknown)}; on run, set any configuration key of "
+                "the family's runs with --set key=value (e.g. --set batch_size=50)"
+            )
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         for name in ("width", "widths"):
             for w in getattr(args, name, None) or []:
                 if w <= 0:

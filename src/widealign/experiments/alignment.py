@@ -38,7 +38,6 @@ from widealign.diagnostics import TheoryPair, alignment_metrics, update_alignmen
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, check_fits, resolve_device
 from widealign.experiments.run import (
     CHECKPOINT_FILE,
-    RESULT_FILE,
     check_writable,
     load_data,
     new_record,
@@ -46,7 +45,7 @@ from widealign.experiments.run import (
     read_checkpoint,
     resume,
     train_run,
-    write_json_atomic,
+    write_result,
 )
 from widealign.seeding import generator
 from widealign.storage import run_lock
@@ -220,7 +219,7 @@ def _run_score(
         record["epochs"] = list(history)
         record["wall_seconds"] = sum(e["seconds"] for e in history)
         if out is not None:
-            write_json_atomic(record, out / RESULT_FILE)
+            write_result(record, out)
 
     bar = tqdm(total=cfg.epochs, initial=len(history), desc="align-score", unit="epoch", disable=not progress)
     try:

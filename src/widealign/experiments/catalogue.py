@@ -10,6 +10,10 @@ version's).
 Command-line overrides are dotted ``key=value`` pairs, the value in TOML syntax (a bare word is a
 string): ``epochs=2`` fixes a value in every run (also where a block sweeps it), ``sweep.width=[8,16]``
 replaces the values a block sweeps (in every block that sweeps ``width``, or adds it to all blocks).
+
+Where a run executes (:data:`PLACEMENT_KEYS`: its ``device``) is not part of its identity: it
+changes neither the run's folder name nor the check that a folder holds the same run, so a sweep
+started on the CPU resumes on a GPU and the other way round (checkpoints load on any device).
 """
 
 from __future__ import annotations
@@ -18,15 +22,26 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+#: Configuration keys that say where a run executes, not what it computes.
+PLACEMENT_KEYS = ("device",)
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without its :data:`PLACEMENT_KEYS`: what makes two runs the same run."""
+    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,8 @@ class Family:
 
 
 def _run_id(point: dict[str, Any], config: dict[str, Any]) -> str:
-    digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(run_identity(config), sort_keys=True).encode()).hexdigest()[:8]
+    point = run_identity(point)
     readable = "_".join(f"{k}-{v}" for k, v in point.items()).replace("/", "-").replace(" ", "")
     return f"{readable}_{digest}" if readable else digest
 
@@ -103,21 +119,71 @@ def family_names() -> list[str]:
     return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
 
 
-def load_family(name: str) -> Family:
-    """The family called ``name`` (an unknown name lists the known ones)."""
+def is_family_file(name: str | os.PathLike) -> bool:
+    """Whether ``name`` names a catalogue file of one's own (a ``.toml`` path) rather than a family."""
+    text = str(name)
+    return text.endswith(".toml") or os.sep in text or "/" in text
+
+
+def load_family(name: str | os.PathLike) -> Family:
+    """The packaged family called ``name``, or the family in the TOML file at path ``name``.
+
+    A file of one's own follows the packaged files' format (see the module docstring) and gets the
+    same checks: here its structure, and its runs' configurations when a sweep validates its tasks.
+    An unknown name lists the known ones.
+    """
+    if is_family_file(name):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"no experiment family file {str(path)!r}")
+        return family_from_toml(path.read_text(), str(path))
     names = family_names()
     if name not in names:
-        raise ValueError(f"unknown experiment family {name!r}; choose one of {', '.join(names)}")
+        raise ValueError(
+            f"unknown experiment family {name!r}; choose one of {', '.join(names)}, or give a .toml file"
+        )
     text = resources.files("widealign.experiments").joinpath("catalogue", f"{name}.toml").read_text()
-    raw = tomllib.loads(text)
+    return family_from_toml(text, f"{name}.toml")
+
+
+#: Top-level keys of a family file; ``name``, ``version`` and ``description`` are required.
+FAMILY_KEYS = ("name", "version", "description", "kind", "base", "sweep", "smoke")
+
+
+def family_from_toml(text: str, source: str) -> Family:
+    """Parse one family file's text (``source`` names it in error messages)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source} is not valid TOML: {err}") from err
+    missing = [k for k in ("name", "version", "description") if k not in raw]
+    if missing:
+        raise ValueError(
+            f"{source} lacks {', '.join(missing)} (a family file starts with name, version, description)"
+        )
+    unknown = sorted(set(raw) - set(FAMILY_KEYS))
+    if unknown:
+        raise ValueError(f"{source} has unknown key(s) {', '.join(unknown)}; known: {', '.join(FAMILY_KEYS)}")
+    if not isinstance(raw["name"], str) or not raw["name"] or "/" in raw["name"]:
+        raise ValueError(f"{source}: name must be a non-empty string without '/', got {raw['name']!r}")
+    if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
+        raise ValueError(f"{source}: version must be a positive integer, got {raw['version']!r}")
     sweeps = raw.get("sweep", [])
+    sweeps = sweeps if isinstance(sweeps, list) else [sweeps]
+    for table, value in (
+        ("base", raw.get("base", {})),
+        ("smoke", raw.get("smoke", {})),
+        *(("sweep", b) for b in sweeps),
+    ):
+        if not isinstance(value, dict):
+            raise ValueError(f"{source}: [{table}] must be a table, got {value!r}")
     return Family(
         name=raw["name"],
         version=raw["version"],
-        description=raw["description"],
+        description=str(raw["description"]),
         kind=raw.get("kind", "train"),
         base=raw.get("base", {}),
-        sweeps=sweeps if isinstance(sweeps, list) else [sweeps],
+        sweeps=sweeps,
         smoke=raw.get("smoke", {}),
     )
 

@@ -5,7 +5,9 @@ resolved configuration, library and torch versions, seed, device and per-epoch r
 ``checkpoint.pt`` after every epoch. Running the same configuration into the same folder again
 returns the finished result without training (marked ``already_complete``, writing nothing), or
 resumes an interrupted run from its last completed epoch, giving the numbers an uninterrupted run
-would have given.
+would have given, on the same device or another one (the device is not part of
+a run's identity; the checkpoint loads wherever the run continues). Per-epoch records are also
+written as a table, ``metrics.csv``.
 
 A folder is never mixed up: the run holds its lock (:func:`widealign.storage.run_lock`) while it
 uses it; ``result.json`` and ``checkpoint.pt`` both carry the configuration they were made with,
@@ -27,13 +29,17 @@ import torch
 
 import widealign
 from widealign.data import Dataset, load_dataset
+from widealign.experiments.catalogue import run_identity
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, check_fits, resolve_device
 from widealign.rules import make_rule
 from widealign.storage import load_checkpoint, run_lock, write_json_atomic
 from widealign.train import DivergedError, EpochRecord, Trainer
+from widealign.train.metrics import METRICS_FILE, TensorBoardLogger, write_metrics_csv
 
 RESULT_FILE = "result.json"
 DATA_DIR_ENV, DOWNLOAD_ENV = "WIDEALIGN_DATA_DIR", "WIDEALIGN_DOWNLOAD"
+#: A folder under which every run of a sweep writes TensorBoard scalars (``DIR/<run_id>``).
+TENSORBOARD_ENV = "WIDEALIGN_TENSORBOARD"
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE = "sweep.json"  # a sweep's manifest, in its results folder
 
@@ -82,6 +88,12 @@ def read_result_file(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def write_result(record: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write a run's ``result.json`` and its per-epoch table ``metrics.csv`` into folder ``out``."""
+    write_json_atomic(record, Path(out) / RESULT_FILE)
+    write_metrics_csv(record.get("epochs", []), Path(out) / METRICS_FILE)
+
+
 def read_result(out: str | os.PathLike) -> dict[str, Any] | None:
     """The result record in folder ``out``, or None if there is none (see :func:`read_result_file`)."""
     path = Path(out) / RESULT_FILE
@@ -89,7 +101,10 @@ def read_result(out: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``"name: A there, B here"`` for every field (``extra.key`` for extras) whose values differ."""
+    """``"name: A there, B here"`` for every field (``extra.key`` for extras) whose values differ.
+
+    Fields that only say where a run happens (the device, :func:`run_identity`) are not compared.
+    """
 
     def flat(config: dict[str, Any]) -> dict[str, Any]:
         config = json.loads(json.dumps(config))
@@ -97,7 +112,7 @@ def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[st
         nested = {f"extra.{k}": v for k, v in extra.items()} if isinstance(extra, dict) else {}
         return config | nested | ({} if isinstance(extra, dict) or extra is None else {"extra": extra})
 
-    a, b = flat(saved), flat(wanted)
+    a, b = flat(run_identity(saved)), flat(run_identity(wanted))
     missing = object()
     return [
         f"{key}: {'(none)' if a.get(key, missing) is missing else json.dumps(a[key])} there, "
@@ -160,7 +175,11 @@ def load_data(cfg: RunConfig) -> Dataset:
 
 
 def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error."""
+    """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error.
+
+    The device is not compared (:func:`~widealign.experiments.catalogue.run_identity`): a run may
+    resume, or be looked up, on another device than the one it started on.
+    """
     previous = read_result(out)
     differ = [] if previous is None else config_differences(previous["config"], config)
     if differ:
@@ -180,22 +199,24 @@ def train_run(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
     kind: str = "train",
+    tensorboard: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train one configuration and return its result record (see the module docstring).
 
     A diverging run is recorded with ``status: "diverged"`` and its message, not raised, so that
     sweeps go on; callers that want an error check ``status``. ``epoch_metrics`` add diagnostics to
-    every epoch's record; ``kind`` names the run kind in the record.
+    every epoch's record; ``kind`` names the run kind in the record. ``tensorboard`` names a folder
+    for TensorBoard scalars of every epoch trained (needs the ``tensorboard`` extra).
     """
     cfg = cfg.resolved()
     if out is None:
-        return _train(cfg, None, progress, on_epoch, epoch_metrics, kind)
+        return _train(cfg, None, progress, on_epoch, epoch_metrics, kind, tensorboard)
     out = check_writable(out)
     with run_lock(out):
         previous = previous_result(out, cfg.as_dict())
         if previous is not None:
             return previous
-        return _train(cfg, out, progress, on_epoch, epoch_metrics, kind)
+        return _train(cfg, out, progress, on_epoch, epoch_metrics, kind, tensorboard)
 
 
 def _train(
@@ -205,6 +226,7 @@ def _train(
     on_epoch: Callable[[EpochRecord], None] | None,
     epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None,
     kind: str,
+    tensorboard: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     check_fits(cfg, device)
@@ -229,13 +251,16 @@ def _train(
     if state is not None:
         resume(trainer.resume, state, checkpoint)
     record = new_record(kind, cfg.as_dict(), cfg.seed, device)
+    board = TensorBoardLogger(tensorboard) if tensorboard is not None else None
     start = time.perf_counter()
 
     def save(epoch_record: EpochRecord | None = None) -> None:
         record["epochs"] = [r.as_dict() for r in trainer.history]
         record["wall_seconds"] = sum(r.seconds for r in trainer.history)
         if out is not None:
-            write_json_atomic(record, out / RESULT_FILE)
+            write_result(record, out)
+        if epoch_record is not None and board is not None:
+            board.log(epoch_record.as_dict())
         if epoch_record is not None and on_epoch is not None:
             on_epoch(epoch_record)
 
@@ -244,6 +269,9 @@ def _train(
         record["status"] = "finished"
     except DivergedError as err:
         record["status"], record["error"] = "diverged", str(err)
+    finally:
+        if board is not None:
+            board.close()
     record["resumed_from_epoch"] = trainer.resumed_from
     record["session_seconds"] = time.perf_counter() - start
     save()

@@ -10,21 +10,28 @@ unchanged and an interrupted one continues from its last checkpoint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from widealign.experiments.alignment import alignment_config, run_alignment
 from widealign.experiments.config import RunConfig, check_fits, resolve_device
-from widealign.experiments.run import train_run
+from widealign.experiments.run import TENSORBOARD_ENV, train_run
 from widealign.experiments.song2021 import Song2021Config, run_song2021_task
 
 Runner = Callable[[dict[str, Any], Path | None, bool], dict[str, Any]]
 
 
 def run_training(config: dict[str, Any], out: Path | None, progress: bool) -> dict[str, Any]:
-    """The ``train`` kind: one :class:`RunConfig` through :func:`train_run`."""
-    return train_run(RunConfig(**config), out, progress=progress)
+    """The ``train`` kind: one :class:`RunConfig` through :func:`train_run`.
+
+    With ``WIDEALIGN_TENSORBOARD`` set (``widealign run --tensorboard DIR``), the run also writes
+    TensorBoard scalars to ``DIR/<run folder name>``.
+    """
+    board = os.environ.get(TENSORBOARD_ENV)
+    tensorboard = os.path.join(board, out.name) if board and out is not None else None
+    return train_run(RunConfig(**config), out, progress=progress, tensorboard=tensorboard)
 
 
 def check_keys(config: dict[str, Any], cls: type) -> None:

@@ -50,11 +50,10 @@ from torch import Tensor
 
 from widealign.data import load_digits
 from widealign.experiments.run import (
-    RESULT_FILE,
     check_writable,
     new_record,
     previous_result,
-    write_json_atomic,
+    write_result,
 )
 from widealign.models import TwoLayer
 from widealign.rules import make_rule
@@ -332,7 +331,7 @@ def run_song2021_task(config: dict[str, Any], out: Path | None, progress: bool =
         if previous is not None:
             return previous
         result = _song2021_record(cfg, recorded)
-        write_json_atomic(result, out / RESULT_FILE)
+        write_result(result, out)
         return result
 
 

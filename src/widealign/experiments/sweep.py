@@ -1,4 +1,4 @@
-"""Run a sweep's tasks with an executor: in-process, a local process pool, or Ray.
+"""Run a sweep's tasks with an executor: in-process, a local process pool, Ray, or SLURM.
 
 Every task runs into its own folder ``OUT/<run_id>/`` through its kind's runner, which writes
 ``result.json`` atomically and checkpoints every epoch; so rerunning a sweep skips finished runs,
@@ -22,7 +22,15 @@ Executors:
   node sees. Each run asks Ray for one CPU and, if its device is ``cuda``, for ``gpus_per_run`` GPUs
   (default 1; a fraction such as 0.25 lets small runs share a GPU). Ray hides the GPUs from tasks
   that did not ask for one and numbers the ones it gives from 0, so runs on Ray name ``cuda``, not
-  ``cuda:N``. Needs the optional extra: ``pip install 'widealign[ray]'``.
+  ``cuda:N``. Needs the optional extra: ``pip install -e '.[ray]'`` in a source checkout.
+* ``slurm``: one SLURM job per run (submitted as one job array) through submitit; the results
+  folder must be on a file system the nodes see, and submitit's logs go to ``OUT/slurm/``. Runs
+  that already ended are not submitted again. ``slurm_options`` are submitit's executor parameters
+  (``timeout_min``, ``cpus_per_task``, ``mem_gb``, ``gpus_per_node``, ``slurm_partition``,
+  ``slurm_account``, ``slurm_array_parallelism``, any ``slurm_*`` key); runs on ``cuda`` ask for one
+  GPU each unless ``gpus_per_node`` says otherwise. The option ``cluster="local"`` runs the jobs as
+  local processes through submitit's local executor instead (to try a sweep out, and in the tests).
+  Needs the optional extra: ``pip install -e '.[slurm]'``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -43,13 +52,20 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from widealign.experiments.catalogue import Family, Task
-from widealign.experiments.run import RESULT_FILE, SWEEP_FILE, check_writable, environment, write_json_atomic
+from widealign.experiments.catalogue import Family, Task, run_identity
+from widealign.experiments.run import (
+    RESULT_FILE,
+    SWEEP_FILE,
+    check_writable,
+    environment,
+    read_result,
+    write_json_atomic,
+)  # fmt: skip
 from widealign.experiments.runners import RUNNERS, check_here, validate
 from widealign.storage import WriteError, run_lock, write_text_atomic
 from widealign.system import threads_per_worker, usable_cpus
 
-EXECUTORS = ("sequential", "process", "ray")
+EXECUTORS = ("sequential", "process", "ray", "slurm")
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -81,6 +97,7 @@ def run_sweep(
     progress: bool = True,
     gpus_per_run: float = 1.0,
     threads: int | None = None,
+    slurm_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every task of ``family`` into ``out``; returns their result records in task order.
 
@@ -91,8 +108,9 @@ def run_sweep(
     out = check_writable(out)
     with run_lock(out):
         return _run_locked(
-            family, tasks, out, executor, workers, ray_address, progress, gpus_per_run, threads
-        )
+            family, tasks, out, executor, workers, ray_address, progress, gpus_per_run, threads,
+            slurm_options,
+        )  # fmt: skip
 
 
 def checked_tasks(
@@ -101,7 +119,8 @@ def checked_tasks(
     """The family's tasks, every one checked for ``executor`` before any starts (ValueError if not).
 
     Each configuration is validated; with a local executor (sequential, process) also its device
-    and whether its parameters fit in memory here; with Ray the resources it asks for.
+    and whether its parameters fit in memory here; with Ray the resources it asks for (SLURM jobs
+    are checked on their nodes).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -112,7 +131,7 @@ def checked_tasks(
         validate(task)
         if executor == "ray":
             ray_resources(task, gpus_per_run)
-        else:
+        elif executor != "slurm":  # cluster nodes have their own devices and memory
             check_here(task)
     return tasks
 
@@ -127,6 +146,7 @@ def _run_locked(
     progress: bool,
     gpus_per_run: float,
     threads: int | None,
+    slurm_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     write_json_atomic(
         {
@@ -144,6 +164,8 @@ def _run_locked(
         results = _sequential(tasks, out, progress)
     elif executor == "process":
         results = _process_pool(tasks, out, workers, progress, threads)
+    elif executor == "slurm":
+        results = _slurm(tasks, out, progress, dict(slurm_options or {}))
     else:
         results = _ray(tasks, out, ray_address, progress, gpus_per_run)
     by_id = {r["run_id"]: r for r in results}
@@ -240,7 +262,9 @@ def _ray(
     try:
         import ray
     except ImportError as err:
-        raise ValueError("--executor ray needs Ray: pip install 'widealign[ray]'") from err
+        raise ValueError(
+            "--executor ray needs Ray: pip install -e '.[ray]' in the widealign checkout (or pip install ray)"
+        ) from err
     env = {k: v for k, v in os.environ.items() if k.startswith("WIDEALIGN_")}
     started_here = not ray.is_initialized()
     if started_here:
@@ -257,6 +281,63 @@ def _ray(
     finally:
         if started_here:
             ray.shutdown()
+    return results
+
+
+def ended_result(task: Task, out: Path) -> dict[str, Any] | None:
+    """The finished or diverged result of ``task`` already in ``out``, if any (nothing to run)."""
+    result = read_result(out / task.run_id)
+    if result is None or result.get("status") not in ("finished", "diverged"):
+        return None
+    recorded = run_identity(result["config"])  # resolved: the task's values plus the defaults
+    wanted = run_identity(json.loads(json.dumps(task.config)))
+    if any(recorded.get(key, object()) != value for key, value in wanted.items()):
+        return None  # let the runner decide (and report a clash)
+    return result | {"run_id": task.run_id}
+
+
+def slurm_parameters(tasks: Sequence[Task], options: dict[str, Any]) -> dict[str, Any]:
+    """submitit parameters for the sweep's jobs: ``options``, plus a GPU per run on ``cuda``."""
+    params = {"name": "widealign", "timeout_min": 24 * 60, "cpus_per_task": 1, **options}
+    params.pop("cluster", None)
+    if "gpus_per_node" not in options and any(str(t.config.get("device", "cpu")) != "cpu" for t in tasks):
+        params["gpus_per_node"] = 1
+    return params
+
+
+def _slurm(tasks: Sequence[Task], out: Path, progress: bool, options: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        import submitit
+    except ImportError as err:
+        raise ValueError(
+            "--executor slurm needs submitit: pip install -e '.[slurm]' in the widealign checkout "
+            "(or pip install submitit)"
+        ) from err
+    results = [r for r in (ended_result(t, out) for t in tasks) if r is not None]
+    todo = [t for t in tasks if t.run_id not in {r["run_id"] for r in results}]
+    if not todo:
+        return results
+    cluster = options.get("cluster")
+    executor = submitit.AutoExecutor(folder=out.resolve() / "slurm", cluster=cluster)
+    params = slurm_parameters(todo, options)
+    try:
+        executor.update_parameters(**params)
+    except (TypeError, ValueError, NameError) as err:
+        raise ValueError(f"bad SLURM option: {err}") from err
+    folder, threads = str(out.resolve()), int(params.get("cpus_per_task", 1))
+    with executor.batch():
+        jobs = [executor.submit(run_task, t, folder, False, threads) for t in todo]
+    with _bar(len(tasks), progress) as bar:
+        bar.update(len(results))
+        for task, job in zip(todo, jobs):
+            try:
+                results.append(job.result())
+            except Exception as err:  # the job itself failed (timeout, node failure): retried next rerun
+                message = f"SLURM job {job.job_id} failed: {type(err).__name__}: {err}"
+                results.append(
+                    {"status": "failed", "config": task.config, "error": message, "run_id": task.run_id}
+                )
+            bar.update()
     return results
 
 

@@ -56,7 +56,12 @@ class Rule(nn.Module):
         self.layers: list[Synaptic] = synaptic_layers(model)
 
     def backward(self, x: Tensor, y: Tensor) -> StepResult:
-        """Fill the model parameters' ``.grad`` with this rule's update for the batch ``(x, y)``."""
+        """Fill the model parameters' ``.grad`` with this rule's update for the batch ``(x, y)``.
+
+        ``y`` holds targets shaped like the outputs, or integer class labels of shape ``(batch,)``
+        (what torchvision data sets yield): the ``mse`` loss turns labels into the paper's targets,
+        one-hot rows minus 0.1 (:func:`widealign.losses.label_targets`); ``ce`` uses them as they are.
+        """
         for p in self.model.parameters():
             p.grad = None
         loss, output = self._backward(x, y)

@@ -1,5 +1,5 @@
 """Training: the loop, evaluation, checkpoints."""
 
-from widealign.train.loop import DivergedError, EpochRecord, Trainer, evaluate, save_atomic
+from widealign.train.loop import BatchIterables, DivergedError, EpochRecord, Trainer, evaluate, save_atomic
 
-__all__ = ["DivergedError", "EpochRecord", "Trainer", "evaluate", "save_atomic"]
+__all__ = ["BatchIterables", "DivergedError", "EpochRecord", "Trainer", "evaluate", "save_atomic"]

@@ -6,6 +6,11 @@ training loss and accuracy of an epoch are averages over its batches of the curr
 outputs before each update; the held-out metrics are computed after the epoch, in batches of the
 training batch size (the paper's normalisation uses batch statistics at evaluation time too).
 
+The data is either one of the in-memory data sets (the fast default: tensors already on the
+training device, shuffled by the trainer's own seeded generator) or any re-iterable of ``(x, y)``
+batches, such as a ``torch.utils.data.DataLoader``, with the held-out batches as ``test_data``
+(:class:`BatchIterables`); such batches are moved to the model's device and dtype as they come.
+
 A checkpoint written after every epoch (atomically) holds the model, the rule state, the
 optimiser, the shuffling generator, the history and the run's configuration, so a resumed run
 continues with exactly the numbers an uninterrupted run would have produced, and a caller can
@@ -18,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +53,12 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class EpochRecord:
-    """Metrics of one epoch; accuracies are None for regression data."""
+    """Metrics of one epoch; accuracies are None for regression data, held-out ones without it."""
 
     epoch: int
     train_loss: float
     train_acc: float | None
-    test_loss: float
+    test_loss: float | None
     test_acc: float | None
     seconds: float
     extra: dict[str, Any] | None = None
@@ -73,8 +78,9 @@ def correct(output: Tensor, target: Tensor) -> int:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loss_fn: Callable, batches: Iterable[tuple[Tensor, Tensor]], classification: bool
-) -> tuple[float, float | None]:
-    """Mean loss and accuracy (None unless ``classification``) over the given batches."""
+) -> tuple[float | None, float | None]:
+    """Mean loss and accuracy (None unless ``classification``) over the given batches (None, None
+    if there are none)."""
     was_training = model.training
     model.eval()
     total_loss, hits, n = 0.0, 0, 0
@@ -84,7 +90,56 @@ def evaluate(
         hits += correct(out, yb) if classification else 0
         n += len(xb)
     model.train(was_training)
+    if n == 0:
+        return None, None
     return total_loss / n, (hits / n if classification else None)
+
+
+class BatchIterables:
+    """Training and held-out batches from re-iterables of ``(x, y)`` pairs (DataLoaders, lists).
+
+    Each epoch iterates ``train`` afresh, so its order is the iterable's own (a DataLoader's
+    ``shuffle``/``generator``); every batch is moved to ``device`` with floating tensors in ``dtype``.
+    ``y`` may be targets shaped like the outputs or integer class labels (see
+    :func:`widealign.losses.label_targets`). ``task`` is ``"classification"`` (accuracy is reported)
+    or ``"regression"``.
+    """
+
+    def __init__(
+        self,
+        train: Iterable[tuple[Tensor, Tensor]],
+        test: Iterable[tuple[Tensor, Tensor]] | None = None,
+        task: str = "classification",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        for name, batches in (("training", train), ("held-out", test)):
+            if batches is not None and iter(batches) is batches:
+                raise ValueError(
+                    f"the {name} batches are a one-pass iterator; pass something that can be iterated "
+                    "every epoch (a DataLoader, a list of (x, y) pairs)"
+                )
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.train, self.test, self.task = train, test, task
+        self.device, self.dtype = device, dtype
+
+    def _moved(self, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        for xb, yb in batches:
+            yield tuple(
+                t.to(
+                    device=self.device, dtype=self.dtype if t.is_floating_point() else None, non_blocking=True
+                )
+                for t in (xb, yb)
+            )
+
+    def train_batches(self, batch_size: int | None, generator: torch.Generator | None) -> Iterator:
+        """One pass over the training batches (``batch_size`` and ``generator`` are the iterable's)."""
+        return self._moved(self.train)
+
+    def test_batches(self, batch_size: int | None) -> Iterator:
+        """One pass over the held-out batches (none if there are none)."""
+        return self._moved(self.test if self.test is not None else ())
 
 
 class Trainer:
@@ -92,10 +147,19 @@ class Trainer:
 
     Args:
         model, rule, optimizer: the rule must be bound to ``model``; the optimiser to its parameters.
-        data: a data set already on the model's device and dtype (anything with ``task``,
-            ``train_batches(batch_size, generator)`` and ``test_batches(batch_size)``).
-        batch_size: training (and evaluation) batch size.
-        seed: seeds the shuffling order (independently of the model's and the rule's streams).
+        data: an in-memory data set already on the model's device and dtype (anything with
+            ``task``, ``train_batches(batch_size, generator)`` and ``test_batches(batch_size)``), or
+            any re-iterable of ``(x, y)`` training batches, such as a ``torch.utils.data.DataLoader``
+            (wrapped in :class:`BatchIterables`; its batches are moved to the model's device).
+        batch_size: training (and evaluation) batch size of an in-memory data set; a DataLoader has
+            its own (leave this None).
+        test_data: held-out batches when ``data`` is an iterable of batches (optional: without them
+            the held-out metrics are None).
+        task: ``"classification"`` or ``"regression"`` for an iterable of batches (default
+            classification); an in-memory data set knows its own.
+        seed: seeds the shuffling order of an in-memory data set (independently of the model's and
+            the rule's streams). A DataLoader shuffles with its own generator, whose state is not
+            in the checkpoint: a resumed run continues, but not with an uninterrupted run's order.
         checkpoint: a file written after every epoch; if it exists when :meth:`fit` starts, training
             resumes from it.
         epoch_metrics: functions called after every epoch with the trainer, returning extra
@@ -110,18 +174,25 @@ class Trainer:
         model: nn.Module,
         rule: Rule,
         optimizer: torch.optim.Optimizer,
-        data: Dataset,
-        batch_size: int,
+        data: Dataset | BatchIterables | Iterable[tuple[Tensor, Tensor]],
+        batch_size: int | None = None,
         seed: int = 0,
         checkpoint: str | os.PathLike | None = None,
         epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
         progress: bool = True,
         config: dict[str, Any] | None = None,
+        test_data: Iterable[tuple[Tensor, Tensor]] | None = None,
+        task: str | None = None,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
         if rule.model is not model:
             raise ValueError("the rule is bound to a different model")
+        if not hasattr(data, "train_batches"):
+            ref = next(model.parameters())
+            data = BatchIterables(data, test_data, task or "classification", ref.device, ref.dtype)
+        elif test_data is not None or task is not None:
+            raise ValueError("test_data and task go with an iterable of batches, not a data set")
+        elif batch_size is None or batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
         self.model, self.rule, self.optimizer, self.data = model, rule, optimizer, data
         self.batch_size = batch_size
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -141,6 +212,11 @@ class Trainer:
     def classification(self) -> bool:
         return self.data.task == "classification"
 
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Held-out loss and accuracy of the current network (None, None without held-out data)."""
+        held_out = self.data.test_batches(self.batch_size)
+        return evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
+
     def train_epoch(self) -> tuple[float, float | None]:
         """One pass over the shuffled training set; returns its mean loss and accuracy."""
         self.model.train()
@@ -153,6 +229,8 @@ class Trainer:
             total_loss += float(loss) * len(xb)
             hits += correct(out, yb) if self.classification else 0
             n += len(xb)
+        if n == 0:
+            raise ValueError("the training data yielded no batches")
         return total_loss / n, (hits / n if self.classification else None)
 
     def fit(self, epochs: int, on_epoch: Callable[[EpochRecord], None] | None = None) -> list[EpochRecord]:
@@ -169,8 +247,7 @@ class Trainer:
                 start = time.perf_counter()
                 train_loss, train_acc = self.train_epoch()
                 seconds = time.perf_counter() - start
-                held_out = self.data.test_batches(self.batch_size)
-                test_loss, test_acc = evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
+                test_loss, test_acc = self.evaluate()
                 extra: dict[str, Any] = {}
                 for metric in self.epoch_metrics:
                     extra |= metric(self)
@@ -180,9 +257,8 @@ class Trainer:
                 self.history.append(record)
                 if self.checkpoint is not None:
                     save_atomic(self.state_dict(), self.checkpoint)
-                bar.set_postfix(
-                    loss=f"{train_loss:.4g}", test=f"{test_acc if test_acc is not None else test_loss:.4g}"
-                )
+                shown = test_acc if test_acc is not None else test_loss
+                bar.set_postfix(loss=f"{train_loss:.4g}", test="-" if shown is None else f"{shown:.4g}")
                 bar.update()
                 if on_epoch is not None:
                     on_epoch(record)

@@ -1,0 +1,53 @@
+"""Every example in examples/ runs, for one tiny epoch, so that they stay true.
+
+The scripts are loaded from their files and their ``main`` called with small settings; the
+notebook's code cells are executed in order in one namespace (as a kernel would), with
+``WIDEALIGN_EXAMPLE_EPOCHS=1``, ``WIDEALIGN_EXAMPLE_WIDTH=8`` and matplotlib's non-interactive backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_plain_pytorch_loop_trains_over_a_dataloader(capsys):
+    accuracy = load("pytorch_loop").main(["--epochs", "1", "--width", "8", "--rule", "align-zero"])
+    assert 0 <= accuracy <= 1
+    assert "epoch 1: last batch loss" in capsys.readouterr().out
+
+
+def test_the_lightning_module_trains_with_manual_optimisation():
+    pytest.importorskip("lightning", reason="the lightning extra is not installed here")
+    metrics = load("lightning_module").main(["--epochs", "1", "--width", "8", "--rule", "fa"])
+    assert {"train_loss", "val_acc"} <= set(metrics)
+    assert 0 < metrics["train_loss"] < 1 and 0 <= metrics["val_acc"] <= 1
+
+
+def test_the_notebook_trains_two_rules_and_plots_them(monkeypatch):
+    monkeypatch.setenv("WIDEALIGN_EXAMPLE_EPOCHS", "1")
+    monkeypatch.setenv("WIDEALIGN_EXAMPLE_WIDTH", "8")
+    matplotlib.use("Agg")
+    notebook = json.loads((EXAMPLES / "two_rules_on_digits.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    for source in cells:
+        exec(compile(source, "two_rules_on_digits.ipynb", "exec"), namespace)
+    assert sorted(namespace["histories"]) == ["align-ada", "bp"]
+    assert all(len(h) == 1 and h[0].test_acc is not None for h in namespace["histories"].values())
+    (figure,) = [namespace["fig"]]
+    assert len(figure.axes[0].lines) == 2
+    matplotlib.pyplot.close("all")
