@@ -57,7 +57,8 @@ def build_tree(root):
     for n in (45, 150, 450):
         write(root / "lowdata", f"n{n}", train_cfg(width=8, train_size=n), epochs(acc=n / 1000))
     for width in (8, 16):
-        write(root / "add", f"w{width}", train_cfg(dataset="add", width=width), epochs(loss=10 / width))
+        history = epochs(loss=10 / width, train_eval_loss=lambda k, w=width: 20 / w + (k - 1) ** 2)
+        write(root / "add", f"w{width}", train_cfg(dataset="add", width=width), history)
     for seed in (100, 101, 102):
         write(
             root / "seeds", f"s{seed}", train_cfg(width=16, lr=2.0, seed=seed), epochs(acc=0.7 + seed / 1000)
@@ -94,6 +95,20 @@ def test_collect_flattens_config_and_summarises_epochs(tmp_path):
     assert row["final_test_loss"] == history[2]["test_loss"] and row["best_test_loss"] == 0.1
     assert math.isnan(row["final_train_loss"]) and row["best_train_loss"] == history[1]["train_loss"]
     assert row["seconds_per_epoch"] == 2.0 and row["wall_seconds"] == 6.0
+
+
+def test_add_best_train_loss_is_the_minimum_of_the_re_evaluated_training_loss(tmp_path):
+    """The paper's best train loss: min over epochs of the whole training set evaluated after each."""
+    build_tree(tmp_path)
+    rows = by_path(collect(tmp_path / "add"))
+    row = rows["w8"]
+    assert row["best_train_eval_loss"] == 20 / 8 and row["final_train_eval_loss"] == 20 / 8 + 1
+    assert row["best_train_loss"] == pytest.approx(10 / 8 / 3) and "train_eval_loss" not in row
+    fig = FIGURES["add_loss_vs_width"](list(rows.values()))
+    train_panel, test_panel = fig.axes[:2]
+    assert "train" in train_panel.get_title() and "held-out" in test_panel.get_title()
+    (line,) = [ln for ln in train_panel.get_lines() if len(ln.get_xdata()) == 2]
+    assert list(line.get_xdata()) == [8, 16] and list(line.get_ydata()) == [20 / 8, 20 / 16]
 
 
 def test_alignment_rows_hold_final_per_layer_values_and_their_means(tmp_path):

@@ -53,7 +53,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
     p.add_argument("--data-dir", help="where data sets live (default $WIDEALIGN_DATA_DIR or ./data)")
     p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
-    p.add_argument("--train-size", type=int, help="train on the first N training examples only")
+    p.add_argument(
+        "--train-size", type=int,
+        help="train on the first N training examples (batch size if not given: N below 100, else gcd(100,N))",
+    )  # fmt: skip
+    p.add_argument(
+        "--holdout", type=int,
+        help="training images held out for evaluation, the first ones (mnist, kmnist, cifar10; default 5000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval-train", action="store_true", default=None,
+        help="re-evaluate the whole training set after every epoch (default: on for add only)",
+    )  # fmt: skip
     p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
     p.add_argument("--model", choices=MODELS, help="network family (default: the dataset's)")
     p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
@@ -168,8 +179,8 @@ def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        device=args.device, dtype=args.dtype, train_size=args.train_size,
-        official_test=args.official_test, **fields,
+        device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
+        official_test=args.official_test, eval_train=args.eval_train, **fields,
     )  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 A run's time is ``epochs x (steps x seconds per step + held-out batches x seconds per held-out
 batch + per-epoch diagnostics)``, where ``steps = ceil(training examples / batch size)`` and the
-held-out batches likewise. The cost of a step does not depend on the learning rate, the seed,
+held-out batches likewise (plus ``steps`` more evaluated batches when the run re-evaluates its
+training set, ``eval_train``). The cost of a step does not depend on the learning rate, the seed,
 the number of epochs or of examples, so runs that differ only in those share one measurement.
 
 Each distinct run shape is timed through the code that trains it (``Trainer.train_epoch`` and
@@ -45,8 +46,8 @@ from widealign.train import Trainer, evaluate
 TIMING_LR = 1e-6
 #: Config keys that change how many steps a run takes, or their numbers, but not a step's cost.
 NOT_COST = {
-    "train": ("lr", "seed", "epochs", "train_size", "official_test"),
-    "alignment": ("lr", "seed", "epochs", "train_size", "official_test"),
+    "train": ("lr", "seed", "epochs", "train_size", "official_test", "holdout"),
+    "alignment": ("lr", "seed", "epochs", "train_size", "official_test", "holdout"),
     "song2021": ("lam", "seed", "eta", "steps", "data_seed", "target"),
 }
 
@@ -81,10 +82,17 @@ class RunEstimate:
         return self.epochs * self.seconds_per_epoch
 
 
+def _resolved(task: Task) -> RunConfig:
+    return alignment_config(task.config) if task.kind == "alignment" else RunConfig(**task.config).resolved()
+
+
 def cost_key(task: Task) -> str:
-    """What decides a run's cost per step: its kind and config without the keys of :data:`NOT_COST`."""
+    """What decides a run's cost per step: its kind and config without the keys of :data:`NOT_COST`,
+    with its resolved batch size (which may follow ``train_size``)."""
     ignored = NOT_COST.get(task.kind, ())
     shape = {k: v for k, v in task.config.items() if k not in ignored}
+    if task.kind in ("train", "alignment"):
+        shape["batch_size"] = _resolved(task).batch_size
     return json.dumps({"kind": task.kind, **shape}, sort_keys=True)
 
 
@@ -176,9 +184,10 @@ def _counts(task: Task) -> tuple[int, int, int]:
     """(epochs, training steps per epoch, held-out batches per epoch) of a task."""
     if task.kind == "song2021":
         return 1, Song2021Config(**task.config).steps + 1, 0
-    cfg = alignment_config(task.config) if task.kind == "alignment" else RunConfig(**task.config).resolved()
-    n_train, n_test = DATA_SHAPES[cfg.dataset].sizes(cfg.train_size, cfg.official_test)
-    return cfg.epochs, math.ceil(n_train / cfg.batch_size), math.ceil(n_test / cfg.batch_size)
+    cfg = _resolved(task)
+    n_train, n_test = DATA_SHAPES[cfg.dataset].sizes(cfg.train_size, cfg.official_test, cfg.holdout)
+    steps, eval_batches = math.ceil(n_train / cfg.batch_size), math.ceil(n_test / cfg.batch_size)
+    return cfg.epochs, steps, eval_batches + (steps if cfg.eval_train else 0)
 
 
 def measure_cost(task: Task, steps: int = 3) -> Cost:

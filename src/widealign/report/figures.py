@@ -7,7 +7,8 @@ file (``.png`` and ``.pdf``)           what
 ``accuracy_vs_lr``                     final held-out accuracy vs lr, a panel per rule, a line
                                        per width
 ``accuracy_vs_train_size``             final held-out accuracy vs training-set size per rule
-``add_loss_vs_width``                  Add task: best held-out loss vs width per rule (log-log)
+``add_loss_vs_width``                  Add task: best train loss (the training set re-evaluated
+                                       after each epoch) and best held-out loss vs width per rule
 ``seconds_per_epoch_vs_width``         training seconds per epoch vs width per rule (log-log)
 ``seed_spread``                        seed mean +/- std and every seed, per rule and setting
 ``alignment_vs_width``                 alignment score per layer vs width, shuffled control
@@ -72,14 +73,16 @@ def _alignment(rows: Sequence[Row], mode: str) -> list[Row]:
 def _lines_figure(
     panels: list[tuple[str, list[Row]]],
     x: str,
-    y: Callable[[Row], float | None],
+    y: Callable[[Row], float | None] | Sequence[Callable[[Row], float | None]],
     line: Callable[[Row], tuple],
     labels: dict[str, str],
     xlog: int,
     ylog: bool = False,
 ) -> Figure:
-    """Panels of lines of ``y`` versus ``x``; ``labels`` holds xlabel, ylabel and title."""
-    drawn = [(name, series(sub, x, y, line)) for name, sub in panels]
+    """Panels of lines of ``y`` (or of ``y[k]`` in panel ``k``) versus ``x``; ``labels`` holds
+    xlabel, ylabel and title."""
+    ys = list(y) if isinstance(y, Sequence) else [y] * len(panels)
+    drawn = [(name, series(sub, x, read, line)) for (name, sub), read in zip(panels, ys)]
     keys = sort_keys(k for _, lines in drawn for k in lines)
     colors = palette(keys)
     ticks = distinct((r for _, sub in panels for r in sub), x)
@@ -130,15 +133,21 @@ def accuracy_vs_train_size(rows: Sequence[Row]) -> Figure | None:
 
 
 def add_loss_vs_width(rows: Sequence[Row]) -> Figure | None:
-    """(4) Add task: best held-out loss versus hidden size per rule (log-log)."""
+    """(4) Add task: best train loss and best held-out loss versus hidden size per rule (log-log).
+
+    The train loss is the paper's: the whole training set evaluated after each epoch
+    (``best_train_eval_loss``), not the running mean of the batch losses during the epoch.
+    """
     rows = _train(rows, regression=True)
     if len(distinct(rows, "width")) < 2:
         return None
+    panels = [("best train loss (re-evaluated after each epoch)", rows), ("best held-out loss", rows)]
     labels = dict(
-        xlabel="hidden units", ylabel="best held-out loss", title="Add task: held-out loss vs width"
+        xlabel="hidden units", ylabel="loss", title="Add task: best train and held-out loss vs width"
     )
     line = line_keys(rows, ["rule"], ["width"])
-    return _lines_figure([("", rows)], "width", metric("best_test_loss"), line, labels, 2, ylog=True)
+    ys = [metric("best_train_eval_loss"), metric("best_test_loss")]
+    return _lines_figure(panels, "width", ys, line, labels, 2, ylog=True)
 
 
 def seconds_vs_width(rows: Sequence[Row]) -> Figure | None:

@@ -2,9 +2,13 @@
 
 One epoch: shuffle the training set with the run's own generator, and for each batch call
 ``rule.backward(x, y)`` (which leaves the update in ``.grad``) then ``optimizer.step()``. The
-training loss and accuracy of an epoch are averages over its batches of the current network's
-outputs before each update; the held-out metrics are computed after the epoch, in batches of the
-training batch size (the paper's normalisation uses batch statistics at evaluation time too).
+training loss and accuracy of an epoch (``train_loss``, ``train_acc``) are averages over its
+batches of the current network's outputs before each update; the held-out metrics are computed
+after the epoch, in batches of the training batch size (the paper's normalisation uses batch
+statistics at evaluation time too), in the data set's fixed shuffled evaluation order. With
+``eval_train`` the whole training set is also evaluated after the epoch, as the authors' Add-task
+code does (``train_eval_loss``, ``train_eval_acc``): the training loss of the network the epoch
+ended with, which the paper's "best train loss" is the minimum of.
 
 A checkpoint written after every epoch (atomically) holds the model, the rule state, the
 optimiser, the shuffling generator and the history, so a resumed run continues with exactly the
@@ -97,6 +101,8 @@ class Trainer:
         epoch_metrics: functions called after every epoch with the trainer, returning extra
             metrics (a dict) to store in that epoch's record (e.g. alignment diagnostics).
         progress: show a progress bar on stderr.
+        eval_train: after every epoch, evaluate the whole training set (``data.train_eval_batches``)
+            and record ``train_eval_loss`` and ``train_eval_acc``.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class Trainer:
         checkpoint: str | os.PathLike | None = None,
         epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None = None,
         progress: bool = True,
+        eval_train: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -120,6 +127,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.epoch_metrics = list(epoch_metrics or [])
         self.progress = progress
+        self.eval_train = eval_train
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
@@ -165,6 +173,10 @@ class Trainer:
                 held_out = self.data.test_batches(self.batch_size)
                 test_loss, test_acc = evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
                 extra: dict[str, Any] = {}
+                if self.eval_train:
+                    batches = self.data.train_eval_batches(self.batch_size)
+                    loss, acc = evaluate(self.model, self.rule.loss_fn, batches, self.classification)
+                    extra |= {"train_eval_loss": loss, "train_eval_acc": acc}
                 for metric in self.epoch_metrics:
                     extra |= metric(self)
                 record = EpochRecord(
