@@ -14,6 +14,9 @@ needed, so the time of a CIFAR-10 or ImageNet sweep on a GPU can be measured bef
 anything. One warm-up step precedes the timed ones; the learning rate is lowered while timing so
 that random data cannot make a step diverge (it does not change a step's cost).
 
+:func:`family_time_classes` gives, without timing anything, a coarse class of a family's time on
+the CPU and on a GPU from counted multiply-adds and nominal throughputs (``widealign run --list``).
+
 Not counted: loading and decoding data (nothing for the in-memory sets; ImageNet streams JPEGs
 from disk, which on a GPU may well dominate), building the model, and writing checkpoints.
 """
@@ -38,6 +41,7 @@ from widealign.experiments.catalogue import Family, Task
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
 from widealign.experiments.runners import validate
 from widealign.experiments.song2021 import Song2021Config, run_song2021
+from widealign.models import CONV_PRESETS
 from widealign.rules import make_rule
 from widealign.seeding import generator
 from widealign.train import Trainer, evaluate
@@ -245,3 +249,71 @@ def format_estimate(estimates: list[RunEstimate]) -> str:
     total = sum(e.seconds for e in estimates)
     lines.append(f"total: {len(estimates)} runs, {total:.0f} s = {total / 3600:.2f} h, one run after another")
     return "\n".join(lines)
+
+
+#: Sustained multiply-adds per second assumed by :func:`time_class`. CPU: this project's 2-core
+#: machine, from the measured step of the width-512 KMNIST conv net (batch 100: 8.9 s for about
+#: 1.7e11 multiply-adds, forward and backward). GPU: a nominal 1e13 (10 TMAC/s, single precision);
+#: an assumption, not a measurement (``--estimate --device cuda`` measures).
+NOMINAL_MACS_PER_SECOND = {"cpu": 2e10, "gpu": 1e13}
+#: Time classes by upper bound in seconds.
+TIME_CLASSES = (
+    (3600.0, "< 1 hour"), (86400.0, "hours"), (7 * 86400.0, "days"), (60 * 86400.0, "weeks"),
+    (365 * 86400.0, "months"),
+)  # fmt: skip
+
+
+def macs_per_example(cfg: RunConfig) -> int:
+    """Multiply-adds of one forward pass of ``cfg``'s network on one example (weights only).
+
+    Conv net: per layer, output positions (SAME padding: ``ceil(size / stride)``) x output channels
+    x kernel area x input channels, plus the readout; MLP: the weight matrices' sizes; RNN: every
+    time step's input, recurrent and readout products.
+    """
+    shape = DATA_SHAPES[cfg.dataset]
+    if cfg.model == "convnet":
+        channels, side, _ = shape.input_shape
+        strides = cfg.strides if cfg.strides is not None else CONV_PRESETS[cfg.preset]
+        widths = cfg.width if isinstance(cfg.width, list) else [cfg.width] * len(strides)
+        total = 0
+        for stride, width in zip(strides, widths):
+            side = math.ceil(side / stride)
+            total += side * side * width * cfg.kernel_size**2 * channels
+            channels = width
+        return total + channels * shape.num_outputs
+    if cfg.model == "mlp":
+        sizes = [math.prod(shape.input_shape)]
+        sizes += cfg.width if isinstance(cfg.width, list) else [cfg.width] * cfg.depth
+        sizes.append(shape.num_outputs)
+        return sum(a * b for a, b in zip(sizes, sizes[1:]))
+    steps, features = shape.input_shape
+    return steps * cfg.width * (features + cfg.width + shape.num_outputs)
+
+
+def nominal_macs(task: Task) -> float:
+    """Multiply-adds of a whole run, counted roughly: each training example costs three forward
+    passes (forward and backward), each evaluated example one; an alignment score run trains two
+    networks. Learning rules are not told apart (their costs differ by less than 1.5x)."""
+    if task.kind == "song2021":
+        c = Song2021Config(**task.config)
+        return 3.0 * c.steps * c.n * c.width * (c.d + 1)
+    cfg = _resolved(task)
+    epochs, steps, eval_batches = _counts(task)
+    per_epoch = 3 * steps * cfg.batch_size + eval_batches * cfg.batch_size
+    networks = 2 if task.kind == "alignment" and cfg.extra["mode"] == "score" else 1
+    return float(networks * epochs * per_epoch * macs_per_example(cfg))
+
+
+def time_class(seconds: float) -> str:
+    """A coarse class for a duration: ``< 1 hour``, ``hours``, ``days``, ``weeks``, ``months``, ``years``."""
+    for bound, name in TIME_CLASSES:
+        if seconds < bound:
+            return name
+    return "years"
+
+
+def family_time_classes(family: Family) -> dict[str, str]:
+    """The family's expected time class, run after run, on the CPU and on a GPU, from
+    :func:`nominal_macs` and :data:`NOMINAL_MACS_PER_SECOND` (nothing is run or timed)."""
+    macs = sum(nominal_macs(task) for task in family.tasks())
+    return {device: time_class(macs / rate) for device, rate in NOMINAL_MACS_PER_SECOND.items()}
