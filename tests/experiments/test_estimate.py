@@ -68,9 +68,12 @@ def test_song2021_runs_count_their_full_batch_steps(fixed_cost):
 
 def test_cost_key_ignores_what_does_not_change_a_step():
     a = Task("train", {"rule": "bp", "width": 8, "lr": 5.0, "seed": 0, "epochs": 3}, "a")
-    same = Task("train", {"rule": "bp", "width": 8, "lr": 1.0, "seed": 7, "epochs": 9, "train_size": 45}, "b")
+    same = Task(
+        "train", {"rule": "bp", "width": 8, "lr": 1.0, "seed": 7, "epochs": 9, "train_size": 1400}, "b"
+    )
     assert cost_key(a) == cost_key(same)
-    for change in ({"width": 16}, {"rule": "fa"}, {"batch_size": 50}, {"dataset": "add"}):
+    changes = ({"width": 16}, {"rule": "fa"}, {"batch_size": 50}, {"dataset": "add"}, {"train_size": 45})
+    for change in changes:  # train_size 45 trains batches of 45
         assert cost_key(Task("train", a.config | change, "c")) != cost_key(a)
 
 

@@ -199,3 +199,16 @@ def test_report_on_real_runs(tmp_path):
         f"{n}.{e}" for n in ("accuracy_vs_width", "seconds_per_epoch_vs_width") for e in ("png", "pdf")
     }
     assert (tmp_path / "results.csv").stat().st_size > 0
+
+
+def test_alignment_vs_epoch_draws_the_longest_run_of_each_width_and_data_set(tmp_path):
+    """The alignment family scores width 512 for 150 and 300 epochs, on two data sets."""
+    for dataset, n in (("digits", 3), ("digits", 6), ("kmnist", 4)):
+        cfg = alignment_config(dict(mode="score", width=512, dataset=dataset, epochs=n, draws=3)).as_dict()
+        per_layer = {"align/0": lambda k: 0.5, "align_shuffled/0": lambda k: 0.1}
+        write(tmp_path, f"{dataset}-{n}", cfg, epochs(n=n, **per_layer), kind="alignment")
+    fig = FIGURES["alignment_vs_epoch"](collect(tmp_path))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2 and all(t.startswith("width 512") for t in titles)
+    drawn = sorted(len(ax.get_lines()[0].get_xdata()) for ax in fig.axes if ax.get_title())
+    assert drawn == [4, 6]

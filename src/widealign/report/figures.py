@@ -259,18 +259,21 @@ def alignment_vs_width(rows: Sequence[Row]) -> Figure | None:
 
 
 def alignment_vs_epoch(rows: Sequence[Row]) -> Figure | None:
-    """(8) Alignment score per layer versus epoch with the control, a panel per width (lowest seed)."""
+    """(8) Alignment score per layer versus epoch with the control, a panel per width and data set
+    (its longest run, then the lowest seed)."""
     rows = [r for r in _alignment(rows, "score") if r.get("_epochs")]
     if not any(len(r["_epochs"]) >= 2 for r in rows):
         return None
     chosen: dict[str, Row] = {}
-    for r in sorted(rows, key=_width_seed_path):
-        chosen.setdefault(str(r.get("width")), r)
+    for r in sorted(rows, key=lambda r: (-len(r["_epochs"]), *_width_seed_path(r))):
+        chosen.setdefault(f"{r.get('width')}, {config_of(r).get('dataset')}", r)
+    chosen = dict(sorted(chosen.items(), key=lambda item: (_width_seed_path(item[1]), item[0])))
     layers = _layers(list(chosen.values()), "align")
     colors, entries = _layer_legend(layers)
     others = varying(list(chosen.values()), ["width"])
     fig, axes = new_figure(len(chosen), max_cols=4, size=(3.6, 3.0))
-    for ax, (width, r) in zip(axes, chosen.items()):
+    for ax, r in zip(axes, chosen.values()):
+        width = r.get("width")
         epochs = [e.get("epoch", k + 1) for k, e in enumerate(r["_epochs"])]
         for i in layers:
             for name, dash in ((f"align/{i}", "-"), (f"align_shuffled/{i}", "--")):
