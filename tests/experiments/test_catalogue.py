@@ -73,7 +73,8 @@ EXPECTED_GRIDS = {
     "timing": points([("cifar10", 1)], ["bp", "align-ada", "align-zero"], WIDTHS, LRS,
                      seeds=[100, 101, 102, 103, 104]),
     "imagenet": points([("imagenet", 300)], FIVE, [512], [5.0]),
-    "add": points([("add", 200)], ["bp", "align-ada", "align-zero", "readout"],
+    # train_add.py's bp, align-ada, align-zero and readout, plus dfa through time (widealign's).
+    "add": points([("add", 200)], ["bp", "align-ada", "align-zero", "readout", "dfa"],
                   [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], [0.001]),
     "alignment": points([CIFAR, KMNIST], ["bp"], WIDTHS, [5.0], kind="alignment", mode="score")
     + points([("cifar10", 300), ("kmnist", 300)], ["bp"], [512], [5.0], kind="alignment", mode="score")
