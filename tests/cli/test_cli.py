@@ -46,6 +46,8 @@ from widealign.cli.main import main
             ["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/widealign"],
             "CIFAR-10 not found in .*--download",
         ),
+        (["train", "--holdout", "300"], "holdout applies to mnist, kmnist, cifar10, not digits"),
+        (["train", "--dataset", "kmnist", "--holdout", "-2"], "holdout must be a non-negative integer"),
         (["run", "nope"], "unknown experiment family 'nope'"),
         (["train", "--model", "resnet19"], "unknown model 'resnet19'.*torchvision"),
         (["train", "--model", "resnet18", "--dataset", "add"], "resnet18 needs image data"),
@@ -140,3 +142,17 @@ def test_train_a_converted_resnet18_on_digits(tmp_path, capsys):
             "--train-size", "40", "--batch-size", "20", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert "resnet18" in capsys.readouterr().out and (out / "result.json").exists()
+
+
+def test_run_list_shows_run_counts_and_time_classes(capsys):
+    from widealign.experiments.catalogue import family_names, load_family
+
+    assert main(["run", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert set(rows) == set(family_names())
+    for name, cells in rows.items():
+        family = load_family(name)
+        assert int(cells[1]) == len(family.tasks()) and int(cells[2]) == len(family.smoke_version().tasks())
+    assert rows["low-data"][1:5] == ["735", "18", "years", "days"]
+    assert rows["song2021"][3:7] == ["<", "1", "hour", "<"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widealign.data import add_targets, batches, load_dataset, load_digits, make_add_task
+from widealign.data import add_targets, batches, eval_order, load_dataset, load_digits, make_add_task
 
 
 def test_digits_is_a_fixed_stratified_split_in_the_papers_format():
@@ -51,3 +51,15 @@ def test_unknown_dataset_and_bad_subset():
     with pytest.raises(ValueError, match="subset size"):
         load_digits().subset(0)
     assert len(load_digits().subset(45).x_train) == 45
+
+
+def test_evaluation_batches_follow_one_fixed_shuffled_order():
+    """Batch statistics at evaluation: the held-out order is fixed, shuffled and the same every call."""
+    d = load_digits()
+    order = eval_order(d.n_test)
+    assert sorted(order.tolist()) == list(range(d.n_test)) and order[:20].tolist() != list(range(20))
+    x = torch.cat([xb for xb, _ in d.test_batches(100)])
+    assert torch.equal(x, d.x_test[order])
+    assert torch.equal(x, torch.cat([xb for xb, _ in d.test_batches(100)]))
+    x_train = torch.cat([xb for xb, _ in d.train_eval_batches(100)])
+    assert torch.equal(x_train, d.x_train[eval_order(d.n_train)])

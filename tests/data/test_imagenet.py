@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from widealign.data import ImageFolderDataset, load_dataset, load_image_folders, load_imagenet
-from widealign.data.imagenet import IMAGENET_TRANSFORMS, FolderTransforms
+from widealign.data import ImageFolderDataset, eval_order, load_dataset, load_image_folders, load_imagenet
+from widealign.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, IMAGENET_TRANSFORMS, FolderTransforms
 from widealign.models import CONV_PRESETS, ConvNet
 from widealign.rules import make_rule
 from widealign.train import Trainer
@@ -60,10 +60,45 @@ def test_folder_batches_have_the_papers_format(tiny):
     torch.testing.assert_close(y, torch.nn.functional.one_hot(y.argmax(1), 3).float())
     assert sorted(y.argmax(1).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     x_test, y_test = collect(tiny.test_batches(4))
-    assert y_test.argmax(1).tolist() == [0, 0, 1, 1, 2, 2]
+    assert sorted(y_test.argmax(1).tolist()) == [0, 0, 1, 1, 2, 2]
     assert torch.equal(x_test, collect(tiny.test_batches(4))[0])
     x64, y64 = next(tiny.to("cpu", torch.float64).test_batches(4))
     assert x64.dtype == y64.dtype == torch.float64 and x64.device.type == "cpu"
+
+
+def test_evaluation_is_in_the_fixed_shuffled_order_not_the_class_sorted_folder_order(tiny):
+    """The val folder is class-sorted; evaluation batches follow ``eval_order``, every call alike."""
+    folder_labels = torch.tensor([label for _, label in tiny.test_folder.samples])
+    assert folder_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    order = eval_order(6)
+    assert order.tolist() != list(range(6)) and torch.equal(order, eval_order(6))
+    _, y = collect(tiny.test_batches(4))
+    assert y.argmax(1).tolist() == folder_labels[order].tolist()
+    x, _ = collect(tiny.test_batches(4))
+    single = tiny.scale.eval()(tiny.test_folder.loader(tiny.test_folder.samples[int(order[0])][0]))
+    torch.testing.assert_close(x[0], single)
+    _, y_train = collect(tiny.train_eval_batches(5))
+    train_labels = torch.tensor([label for _, label in tiny.train_folder.samples])
+    assert y_train.argmax(1).tolist() == train_labels[eval_order(12)].tolist()
+
+
+def test_imagenet_pixels_are_normalised_with_imagenet_mean_and_std(tmp_path):
+    """As the authors' loader: ToTensor then Normalize(mean, std) after the crops, for both splits."""
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    for transform in (IMAGENET_TRANSFORMS.train(), IMAGENET_TRANSFORMS.eval()):
+        last = transform.transforms[-1]
+        assert isinstance(last, transforms.Normalize)
+        assert tuple(last.mean) == IMAGENET_MEAN and tuple(last.std) == IMAGENET_STD
+    write_tree(tmp_path / "imagenet")
+    data = load_imagenet(tmp_path, num_workers=0)
+    x, _ = next(data.test_batches(6))
+    path = data.test_folder.samples[int(eval_order(6)[0])][0]
+    plain = replace(IMAGENET_TRANSFORMS, mean=None, std=None).eval()(data.test_folder.loader(path))
+    expected = (plain - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None
+    ]
+    torch.testing.assert_close(x[0], expected)
+    assert plain.min() >= 0 and plain.max() <= 1 and x[0].min() < 0
 
 
 def test_streaming_is_reproducible_from_the_generator_alone(tiny):
@@ -150,7 +185,13 @@ def test_imagenet_smoke_writes_real_pngs_and_loads_them_through_image_folder(smo
     assert torch.equal(torch.tensor([label for _, label in d.test_folder.samples]).bincount(),
                        digits.y_test.argmax(1).bincount())  # fmt: skip
     x, y = next(d.train_batches(32, torch.Generator().manual_seed(0)))
-    assert x.shape == (32, 3, 56, 56) and y.shape == (32, 10) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (32, 3, 56, 56) and y.shape == (32, 10)
+    low = (0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    high = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    per_channel = x.transpose(0, 1).reshape(3, -1)
+    assert (per_channel.min(1).values >= low - 1e-6).all() and (
+        per_channel.max(1).values <= high + 1e-6
+    ).all()
     marker = smoke_dir / "imagenet-smoke" / ".complete"
     written = marker.stat().st_mtime_ns
     assert load_dataset("imagenet-smoke", data_dir=smoke_dir).n_train == 1437

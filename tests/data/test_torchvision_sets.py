@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 
@@ -96,15 +97,33 @@ def assert_papers_format(d, shape: tuple[int, ...]) -> None:
 
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("kmnist", "KMNIST")])
-def test_mnist_family_holds_out_the_last_k_training_images(tmp_path, name, folder):
+def test_mnist_family_holds_out_the_first_k_training_images(tmp_path, name, folder):
+    """As the authors' loaders: ``train_data[:5000]`` is held out, the rest is trained on."""
     write_mnist(tmp_path, folder)
     d = load_torchvision_set(name, tmp_path, holdout=5)
     assert_papers_format(d, (1, 28, 28))
     assert (d.n_train, d.n_test) == (N_TRAIN - 5, 5)
-    torch.testing.assert_close(d.x_train[:, 0, 3, 7] * 255, torch.arange(25.0))
-    torch.testing.assert_close(d.x_test[:, 0, 0, 0] * 255, torch.arange(25.0, 30.0))
-    assert d.y_train.argmax(1).tolist() == [i % 10 for i in range(25)]
-    assert torch.equal(d.subset(4).x_train, d.x_train[:4])  # the paper's "first N training examples"
+    torch.testing.assert_close(d.x_test[:, 0, 0, 0] * 255, torch.arange(5.0))
+    torch.testing.assert_close(d.x_train[:, 0, 3, 7] * 255, torch.arange(5.0, 30.0))
+    assert d.y_train.argmax(1).tolist() == [i % 10 for i in range(5, 30)]
+    low = d.subset(4)  # the paper's "first N training examples": the first N after the held-out ones
+    torch.testing.assert_close(low.x_train[:, 0, 0, 0] * 255, torch.arange(5.0, 9.0))
+    assert torch.equal(low.x_test, d.x_test)
+
+
+def test_a_smaller_file_in_the_same_format_works_with_a_smaller_holdout(tmp_path, monkeypatch):
+    """1,497 KMNIST-format images: the default 5,000 cannot be held out; --holdout makes it usable."""
+    monkeypatch.setattr(sys.modules[__name__], "N_TRAIN", 1497)
+    write_mnist(tmp_path, "KMNIST")
+    with pytest.raises(ValueError, match="cannot hold out 5000 of its 1497 .*--holdout"):
+        load_dataset("kmnist", data_dir=tmp_path)
+    d = load_dataset("kmnist", data_dir=tmp_path, holdout=300)
+    assert (d.n_train, d.n_test) == (1197, 300)
+    torch.testing.assert_close(d.x_test[:, 0, 0, 0] * 255, (torch.arange(300.0) % 256))
+    with pytest.raises(ValueError, match="holdout applies to mnist, kmnist, cifar10"):
+        load_dataset("digits", holdout=300)
+    assert DATA_SHAPES["kmnist"].sizes(holdout=300) == (60_000 - 300, 300)
+    assert DATA_SHAPES["kmnist"].sizes(train_size=45, holdout=300) == (45, 300)
 
 
 def test_distributed_gz_files_are_decompressed_and_read(tmp_path, small_holdout):
@@ -120,8 +139,8 @@ def test_cifar10_pixels_keep_the_channel_planes_and_split(tmp_path, no_md5):
     assert_papers_format(d, (3, 32, 32))
     assert (d.n_train, d.n_test) == (24, 6)
     pixels = torch.arange(30.0)[:, None] + torch.tensor([0.0, 1, 2])
-    torch.testing.assert_close(d.x_train[:, :, 5, 9] * 255, pixels[:24])
-    torch.testing.assert_close(d.x_test[:, :, 31, 0] * 255, pixels[24:])
+    torch.testing.assert_close(d.x_test[:, :, 31, 0] * 255, pixels[:6])
+    torch.testing.assert_close(d.x_train[:, :, 5, 9] * 255, pixels[6:])
 
 
 def test_official_test_option_evaluates_on_the_test_files(tmp_path, no_md5, small_holdout):

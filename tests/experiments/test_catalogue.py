@@ -26,12 +26,85 @@ def test_full_and_smoke_versions_validate(name):
             validate(task)
 
 
-def test_width_family_is_the_papers_grid():
-    tasks = load_family("width").tasks()
-    assert len(tasks) == 2 * 6 * 7 * 3  # datasets x rules x widths x learning rates
-    cifar = [t.config for t in tasks if t.config["dataset"] == "cifar10"]
-    assert {c["epochs"] for c in cifar} == {150}
-    assert sorted({c["width"] for c in cifar}) == [8, 16, 32, 64, 128, 256, 512]
+WIDTHS = [8, 16, 32, 64, 128, 256, 512]
+LRS = [5.0, 2.0, 1.0]
+SIX = ["bp", "align-ada", "align-zero", "fa", "dfa", "readout"]
+FIVE = ["bp", "align-ada", "align-zero", "fa", "dfa"]
+GRID_KEYS = ("kind", "mode", "dataset", "rule", "width", "lr", "epochs", "train_size", "seed", "optimizer")
+
+
+def grid(name: str) -> list[tuple]:
+    """Every run of the full family as (kind, mode, dataset, rule, width, lr, epochs, train_size,
+    seed, optimizer), with the run's resolved values (defaults filled in)."""
+    from widealign.experiments.alignment import alignment_config
+    from widealign.experiments.config import RunConfig
+
+    points = []
+    for task in load_family(name).tasks():
+        if task.kind == "alignment":
+            cfg = alignment_config(task.config)
+            mode = cfg.extra["mode"]
+        else:
+            cfg, mode = RunConfig(**task.config).resolved(), None
+        points.append((task.kind, mode, cfg.dataset, cfg.rule, cfg.width, cfg.lr, cfg.epochs,
+                       cfg.train_size, cfg.seed, cfg.optimizer))  # fmt: skip
+    return points
+
+
+def points(
+    datasets_epochs, rules, widths, lrs, sizes=(None,), seeds=(0,), kind="train", mode=None, opt="sgd"
+):
+    return [
+        (kind, mode, d, r, w, lr, e, n, s, opt)
+        for d, e in datasets_epochs for r in rules for w in widths for lr in lrs for n in sizes for s in seeds
+    ]  # fmt: skip
+
+
+CIFAR, KMNIST = ("cifar10", 150), ("kmnist", 100)
+#: Each family's full grid, as the authors' scripts run it (train_*.py, alignment_*.py).
+EXPECTED_GRIDS = {
+    "width": points([CIFAR, KMNIST], SIX, WIDTHS, LRS),
+    "lr-sweep": points([CIFAR, KMNIST], SIX, [8, 256], [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]),
+    "adam": points([CIFAR], ["bp", "align-ada", "align-zero"], WIDTHS,
+                   [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5], opt="adam"),
+    "low-data": points([CIFAR], FIVE, WIDTHS, LRS, sizes=[45, 150, 450, 1500, 4500, 15000, 45000]),
+    "align-prop": points([CIFAR], ["align-prop", "bp"], WIDTHS, LRS),
+    "seeds": points([CIFAR], FIVE, [256], LRS, seeds=[100, 101, 102, 103, 104]),
+    "timing": points([("cifar10", 1)], ["bp", "align-ada", "align-zero"], WIDTHS, LRS,
+                     seeds=[100, 101, 102, 103, 104]),
+    "imagenet": points([("imagenet", 300)], FIVE, [512], [5.0]),
+    # train_add.py's bp, align-ada, align-zero and readout, plus dfa through time (widealign's).
+    "add": points([("add", 200)], ["bp", "align-ada", "align-zero", "readout", "dfa"],
+                  [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], [0.001]),
+    "alignment": points([CIFAR, KMNIST], ["bp"], WIDTHS, [5.0], kind="alignment", mode="score")
+    + points([("cifar10", 300), ("kmnist", 300)], ["bp"], [512], [5.0], kind="alignment", mode="score")
+    + points([KMNIST], ["align-ada", "align-zero", "align-prop", "fa", "dfa", "readout"], WIDTHS, [5.0],
+             kind="alignment", mode="update"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_GRIDS))
+def test_every_family_is_the_authors_grid(name):
+    """Rules, widths, learning rates, epochs, data sizes and seeds of every run, exactly."""
+    got, expected = grid(name), EXPECTED_GRIDS[name]
+    assert len(got) == len(set(got)) == len(expected)
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+
+
+def test_every_family_with_a_paper_grid_is_pinned():
+    assert set(family_names()) - set(EXPECTED_GRIDS) == {"song2021"}
+
+
+def test_low_data_batches_follow_the_training_set_size():
+    from widealign.experiments.config import RunConfig
+
+    sizes = {
+        t.config["train_size"]: RunConfig(**t.config).resolved().batch_size
+        for t in load_family("low-data").tasks()
+    }
+    assert sizes == {45: 45, 150: 50, 450: 50, 1500: 100, 4500: 100, 15000: 100, 45000: 100}
+    for t in load_family("low-data").smoke_version().tasks():
+        assert RunConfig(**t.config).resolved().batch_size >= 45
 
 
 def test_overrides_fix_a_value_or_replace_a_sweep():

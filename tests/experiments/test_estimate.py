@@ -9,6 +9,7 @@ import pytest
 from widealign.cli.main import main
 from widealign.experiments import estimate
 from widealign.experiments.catalogue import Task, load_family
+from widealign.experiments.config import RunConfig
 from widealign.experiments.estimate import Cost, cost_key, estimate_family, format_estimate, measure_cost
 
 
@@ -67,9 +68,12 @@ def test_song2021_runs_count_their_full_batch_steps(fixed_cost):
 
 def test_cost_key_ignores_what_does_not_change_a_step():
     a = Task("train", {"rule": "bp", "width": 8, "lr": 5.0, "seed": 0, "epochs": 3}, "a")
-    same = Task("train", {"rule": "bp", "width": 8, "lr": 1.0, "seed": 7, "epochs": 9, "train_size": 45}, "b")
+    same = Task(
+        "train", {"rule": "bp", "width": 8, "lr": 1.0, "seed": 7, "epochs": 9, "train_size": 1400}, "b"
+    )
     assert cost_key(a) == cost_key(same)
-    for change in ({"width": 16}, {"rule": "fa"}, {"batch_size": 50}, {"dataset": "add"}):
+    changes = ({"width": 16}, {"rule": "fa"}, {"batch_size": 50}, {"dataset": "add"}, {"train_size": 45})
+    for change in changes:  # train_size 45 trains batches of 45
         assert cost_key(Task("train", a.config | change, "c")) != cost_key(a)
 
 
@@ -113,3 +117,39 @@ def test_cli_estimate_prints_the_total_and_trains_nothing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "expected run time on cpu" in printed and "total: 2 runs" in printed
     assert not out.exists()
+
+
+def test_counted_multiply_adds_of_the_papers_conv_nets():
+    """SAME padding: ceil(side / stride) positions x width x 9 x input channels, plus the readout."""
+    from widealign.experiments.estimate import macs_per_example
+
+    cifar = RunConfig(dataset="cifar10", width=512).resolved()
+    sides = [32, 32, 32, 16, 16, 8, 8]
+    expected = sides[0] ** 2 * 512 * 9 * 3 + sum(s * s * 512 * 9 * 512 for s in sides[1:]) + 512 * 10
+    assert macs_per_example(cifar) == expected
+    kmnist = RunConfig(dataset="kmnist", width=8).resolved()
+    assert macs_per_example(kmnist) == 28 * 28 * 8 * 9 + 14 * 14 * 8 * 9 * 8 + 7 * 7 * 8 * 9 * 8 + 8 * 10
+    rnn = RunConfig(dataset="add", width=16).resolved()
+    assert macs_per_example(rnn) == 100 * 16 * (1 + 16 + 1)
+
+
+def test_time_classes_and_a_family_class():
+    from widealign.experiments.catalogue import load_family
+    from widealign.experiments.estimate import (
+        NOMINAL_MACS_PER_SECOND,
+        family_time_classes,
+        nominal_macs,
+        time_class,
+    )
+
+    assert [time_class(s) for s in (10, 3600, 86400 * 3, 86400 * 30, 86400 * 100, 86400 * 400)] == [
+        "< 1 hour", "hours", "days", "weeks", "months", "years"
+    ]  # fmt: skip
+    family = load_family("add")
+    total = sum(nominal_macs(t) for t in family.tasks())
+    assert family_time_classes(family) == {
+        d: time_class(total / r) for d, r in NOMINAL_MACS_PER_SECOND.items()
+    }
+    (task,) = family.with_overrides({"sweep.rule": ["bp"], "sweep.width": [8]}).tasks()
+    per_epoch = (3 * 6 * 50 + 2 * 50 + 6 * 50) * 100 * 8 * (1 + 8 + 1)  # train, held-out, train re-evaluated
+    assert nominal_macs(task) == 200 * per_epoch

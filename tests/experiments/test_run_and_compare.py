@@ -139,3 +139,36 @@ def test_compare_gives_each_rule_only_the_options_it_takes(tmp_path):
         for r in ("bp", "predictive-coding")
     ]
     assert [c["rule_options"] for c in configs] == [{}, {"iterations": 2}] and len(rows) == 2
+
+
+@pytest.mark.parametrize("n,batch", [(45, 45), (150, 50), (450, 50), (1500, 100), (4500, 100), (45000, 100)])
+def test_low_data_runs_use_the_authors_batch_size(n, batch):
+    """N below 100 trains one batch of N; otherwise gcd(100, N), so N = 150 is 3 batches of 50."""
+    assert RunConfig(dataset="cifar10", train_size=n).resolved().batch_size == batch
+    assert RunConfig(dataset="cifar10", train_size=n, batch_size=64).resolved().batch_size == 64
+    resolved = RunConfig(dataset="cifar10", train_size=n).resolved()
+    assert RunConfig(**resolved.as_dict()).resolved() == resolved
+
+
+def test_a_low_data_run_trains_equal_batches_of_the_first_examples(monkeypatch):
+    from widealign.data import Dataset
+
+    sizes = []
+    real = Dataset.train_batches
+
+    def spy(self, batch_size, generator):
+        for xb, yb in real(self, batch_size, generator):
+            sizes.append(len(xb))
+            yield xb, yb
+
+    monkeypatch.setattr(Dataset, "train_batches", spy)
+    result = train_run(RunConfig(rule="bp", width=4, epochs=1, train_size=150), progress=False)
+    assert sizes == [50, 50, 50] and result["config"]["batch_size"] == 50
+
+
+def test_holdout_is_a_configuration_key_for_the_torchvision_sets_only():
+    assert RunConfig(dataset="kmnist", holdout=300).resolved().holdout == 300
+    with pytest.raises(ValueError, match="holdout applies to mnist, kmnist, cifar10"):
+        RunConfig(holdout=300).resolved()
+    with pytest.raises(ValueError, match="holdout must be a non-negative integer"):
+        RunConfig(dataset="kmnist", holdout=-1).resolved()

@@ -57,7 +57,8 @@ def build_tree(root):
     for n in (45, 150, 450):
         write(root / "lowdata", f"n{n}", train_cfg(width=8, train_size=n), epochs(acc=n / 1000))
     for width in (8, 16):
-        write(root / "add", f"w{width}", train_cfg(dataset="add", width=width), epochs(loss=10 / width))
+        history = epochs(loss=10 / width, train_eval_loss=lambda k, w=width: 20 / w + (k - 1) ** 2)
+        write(root / "add", f"w{width}", train_cfg(dataset="add", width=width), history)
     for seed in (100, 101, 102):
         write(
             root / "seeds", f"s{seed}", train_cfg(width=16, lr=2.0, seed=seed), epochs(acc=0.7 + seed / 1000)
@@ -94,6 +95,20 @@ def test_collect_flattens_config_and_summarises_epochs(tmp_path):
     assert row["final_test_loss"] == history[2]["test_loss"] and row["best_test_loss"] == 0.1
     assert math.isnan(row["final_train_loss"]) and row["best_train_loss"] == history[1]["train_loss"]
     assert row["seconds_per_epoch"] == 2.0 and row["wall_seconds"] == 6.0
+
+
+def test_add_best_train_loss_is_the_minimum_of_the_re_evaluated_training_loss(tmp_path):
+    """The paper's best train loss: min over epochs of the whole training set evaluated after each."""
+    build_tree(tmp_path)
+    rows = by_path(collect(tmp_path / "add"))
+    row = rows["w8"]
+    assert row["best_train_eval_loss"] == 20 / 8 and row["final_train_eval_loss"] == 20 / 8 + 1
+    assert row["best_train_loss"] == pytest.approx(10 / 8 / 3) and "train_eval_loss" not in row
+    fig = FIGURES["add_loss_vs_width"](list(rows.values()))
+    train_panel, test_panel = fig.axes[:2]
+    assert "train" in train_panel.get_title() and "held-out" in test_panel.get_title()
+    (line,) = [ln for ln in train_panel.get_lines() if len(ln.get_xdata()) == 2]
+    assert list(line.get_xdata()) == [8, 16] and list(line.get_ydata()) == [20 / 8, 20 / 16]
 
 
 def test_alignment_rows_hold_final_per_layer_values_and_their_means(tmp_path):
@@ -204,3 +219,16 @@ def test_a_result_that_is_not_a_record_is_listed_as_unreadable_and_the_rest_repo
     printed = capsys.readouterr().out
     assert "13 runs (1 diverged, 11 finished, 1 unreadable)" in printed
     assert f"unreadable: broken: {reason}\n" in printed
+
+
+def test_alignment_vs_epoch_draws_the_longest_run_of_each_width_and_data_set(tmp_path):
+    """The alignment family scores width 512 for 150 and 300 epochs, on two data sets."""
+    for dataset, n in (("digits", 3), ("digits", 6), ("kmnist", 4)):
+        cfg = alignment_config(dict(mode="score", width=512, dataset=dataset, epochs=n, draws=3)).as_dict()
+        per_layer = {"align/0": lambda k: 0.5, "align_shuffled/0": lambda k: 0.1}
+        write(tmp_path, f"{dataset}-{n}", cfg, epochs(n=n, **per_layer), kind="alignment")
+    fig = FIGURES["alignment_vs_epoch"](collect(tmp_path))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2 and all(t.startswith("width 512") for t in titles)
+    drawn = sorted(len(ax.get_lines()[0].get_xdata()) for ax in fig.axes if ax.get_title())
+    assert drawn == [4, 6]

@@ -81,3 +81,38 @@ def test_width_256_conv_net_learns_digits_within_five_epochs(rule):
     history = Trainer(model, make_rule(rule, model), opt, data, 100, 0, progress=False).fit(5)
     assert history[-1].test_acc > 0.30
     assert history[-1].train_loss < history[0].train_loss
+
+
+def test_eval_train_records_the_whole_training_set_loss_after_every_epoch():
+    """As the authors' Add-task code: after each epoch the training set is evaluated again."""
+    from widealign.data import make_add_task
+    from widealign.models import RNN
+    from widealign.train import evaluate
+
+    data = make_add_task(n_train=60, n_test=20, length=12).to(dtype=torch.float64)
+    losses = []
+    for epochs in (1, 2):
+        model = RNN(1, 8, 1, seed=0).double()
+        rule = make_rule("bp", model, "sequence-mse", seed=0)
+        trainer = Trainer(
+            model,
+            rule,
+            torch.optim.SGD(model.parameters(), lr=0.01),
+            data,
+            20,
+            0,
+            progress=False,
+            eval_train=True,
+        )
+        history = trainer.fit(epochs)
+        with torch.no_grad():
+            out = model(data.x_train)
+            whole = float(((out - data.y_train) ** 2).mean(0).sum())
+        assert history[-1].extra["train_eval_loss"] == pytest.approx(whole, rel=1e-12)
+        assert history[-1].extra["train_eval_acc"] is None
+        assert history[-1].train_loss != pytest.approx(whole, rel=1e-6)  # the running mean is another number
+        losses.append([r.extra["train_eval_loss"] for r in history])
+    assert losses[1][0] == losses[0][0]
+    same = evaluate(model, rule.loss_fn, data.train_eval_batches(20), False)[0]
+    assert same == history[-1].extra["train_eval_loss"]
+    assert make_trainer().fit(1)[0].extra is None  # off by default

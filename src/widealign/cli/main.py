@@ -25,7 +25,7 @@ from widealign.experiments.bench import bench, format_bench
 from widealign.experiments.catalogue import Family, Task, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
 from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, resolve_device
-from widealign.experiments.estimate import estimate_family, format_estimate
+from widealign.experiments.estimate import estimate_family, family_time_classes, format_estimate
 from widealign.experiments.run import (
     DATA_DIR_ENV,
     DOWNLOAD_ENV,
@@ -62,7 +62,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
     p.add_argument("--data-dir", help="where data sets live (default $WIDEALIGN_DATA_DIR or ./data)")
     p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
-    p.add_argument("--train-size", type=int, help="train on the first N training examples only")
+    p.add_argument(
+        "--train-size", type=int,
+        help="train on the first N training examples (batch size if not given: N below 100, else gcd(100,N))",
+    )  # fmt: skip
+    p.add_argument(
+        "--holdout", type=int,
+        help="training images held out for evaluation, the first ones (mnist, kmnist, cifar10; default 5000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval-train", action="store_true", default=None,
+        help="re-evaluate the whole training set after every epoch (default: on for add only)",
+    )  # fmt: skip
     p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
     p.add_argument(
         "--model",
@@ -139,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment family of the paper (see --list)")
     run.add_argument("name", nargs="?", help="family name (widealign run --list) or your own FILE.toml")
-    run.add_argument("--list", action="store_true", help="list the families with one line each")
+    run.add_argument(
+        "--list", action="store_true",
+        help="list the families: run counts (full, smoke) and the full version's expected CPU/GPU time class",
+    )  # fmt: skip
     run.add_argument("--smoke", action="store_true", help="the quick version on bundled data")
     run.add_argument("--out", help="results folder (default results/<name>[-smoke])")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
@@ -216,8 +230,8 @@ def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        device=args.device, dtype=args.dtype, train_size=args.train_size,
-        official_test=args.official_test, **fields,
+        device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
+        official_test=args.official_test, eval_train=args.eval_train, **fields,
     )  # fmt: skip
 
 
@@ -338,8 +352,17 @@ def _family(args: argparse.Namespace) -> Family:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.list:
+        print(f"{'family':<11} {'runs':>5} {'smoke':>5}  {'CPU':<9} {'GPU':<9} description")
         for name in family_names():
-            print(f"{name:<11} {load_family(name).description}")
+            family = load_family(name)
+            cpu, gpu = family_time_classes(family).values()
+            runs, smoke = len(family.tasks()), len(family.smoke_version().tasks())
+            print(f"{name:<11} {runs:>5} {smoke:>5}  {cpu:<9} {gpu:<9} {family.description}")
+        print(
+            "CPU/GPU: expected time of the full family, run after run, from counted multiply-adds at a "
+            "nominal 2e10/s (CPU: this project's 2-core machine) and 1e13/s (GPU: assumed, not measured); "
+            "--estimate measures"
+        )
         return 0
     if args.name is None:
         raise UsageError("name an experiment family or a family file (FILE.toml), or use --list")

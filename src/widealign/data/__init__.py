@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 
 from widealign.data.add_task import add_targets, make_add_task
-from widealign.data.base import Dataset, batches, shifted_one_hot
+from widealign.data.base import Dataset, batches, eval_order, shifted_one_hot
 from widealign.data.digits import load_digits
 from widealign.data.imagenet import (
     ImageFolderDataset,
@@ -49,7 +49,8 @@ def _bundled(name: str, make: Callable[[], Dataset]) -> Callable[..., Dataset]:
     return load
 
 
-#: Loaders by name, all called as ``loader(data_dir=None, download=False, official_test=False)``.
+#: Loaders by name, all called as ``loader(data_dir=None, download=False, official_test=False)``;
+#: those of :data:`HOLDOUT_SETS` also take ``holdout``.
 DATASETS: dict[str, Callable[..., AnyDataset]] = {
     "digits": _bundled("digits", load_digits),
     "add": _bundled("add", make_add_task),
@@ -61,19 +62,33 @@ DATASETS: dict[str, Callable[..., AnyDataset]] = {
 }
 
 
+#: Data sets whose held-out images are the first ``holdout`` of the training files.
+HOLDOUT_SETS = ("mnist", "kmnist", "cifar10")
+
+
 def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, download: bool = False, official_test: bool = False
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    official_test: bool = False,
+    holdout: int | None = None,
 ) -> AnyDataset:
     """The data set called ``name``; an unknown name lists the known ones.
 
     Args:
         data_dir: folder holding the files (default ``$WIDEALIGN_DATA_DIR`` or ``./data``).
         download: fetch missing files (MNIST, KMNIST, CIFAR-10); never done otherwise.
-        official_test: evaluate on the official test set instead of the last 5k training images.
+        official_test: evaluate on the official test set instead of the first 5k training images.
+        holdout: training images held out for evaluation (default :data:`HOLDOUT`, the paper's
+            5,000); only for the sets of :data:`HOLDOUT_SETS`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir=data_dir, download=download, official_test=official_test)
+    if holdout is None:
+        return DATASETS[name](data_dir=data_dir, download=download, official_test=official_test)
+    if name not in HOLDOUT_SETS:
+        raise ValueError(f"holdout applies to {', '.join(HOLDOUT_SETS)}, not {name}")
+    return DATASETS[name](data_dir=data_dir, download=download, official_test=official_test, holdout=holdout)
 
 
 __all__ = [
@@ -81,6 +96,7 @@ __all__ = [
     "DataShape",
     "DATASETS",
     "HOLDOUT",
+    "HOLDOUT_SETS",
     "AnyDataset",
     "Dataset",
     "ImageFolderDataset",
@@ -88,6 +104,7 @@ __all__ = [
     "batches",
     "build_imagenet_smoke",
     "default_data_dir",
+    "eval_order",
     "load_cifar10",
     "load_dataset",
     "load_digits",

@@ -1,9 +1,14 @@
 """The in-memory dataset container every loader returns, and seeded mini-batching.
 
 Data sets that fit in memory are held as tensors (on the training device once moved there), so
-an epoch is never bound by data loading. Targets follow the paper's conventions (SPEC section 2):
+an epoch is never bound by data loading. Targets follow the paper's conventions (docs/method.md):
 classification targets are one-hot rows shifted by ``target_offset`` (-0.1 for CIFAR-10/KMNIST),
 and the class is their argmax.
+
+Evaluation batches come in one fixed shuffled order (:func:`eval_order`), the same for every rule,
+seed and epoch: the paper's normalisation uses batch statistics at evaluation too, so accuracy
+depends on which examples share a batch, and a class-sorted file (ImageNet's val folder) would
+otherwise give batches of one or two classes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,16 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+from widealign.seeding import generator
+
+#: Seed of the evaluation order (not the run's seed: every run is evaluated on the same batches).
+EVAL_ORDER_SEED = 0
+
+
+def eval_order(n: int) -> Tensor:
+    """The fixed shuffled order in which ``n`` examples are evaluated (drawn on the CPU)."""
+    return torch.randperm(n, generator=generator(EVAL_ORDER_SEED, "eval-order"))
 
 
 @dataclass(frozen=True)
@@ -67,8 +82,12 @@ class Dataset:
         return batches(self.x_train, self.y_train, batch_size, generator)
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Held-out mini-batches in a fixed order."""
-        return batches(self.x_test, self.y_test, batch_size)
+        """Held-out mini-batches in the fixed shuffled order of :func:`eval_order`."""
+        return batches(self.x_test, self.y_test, batch_size, order=eval_order(self.n_test))
+
+    def train_eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole training set in the fixed shuffled order of :func:`eval_order`, to evaluate it."""
+        return batches(self.x_train, self.y_train, batch_size, order=eval_order(self.n_train))
 
     @property
     def n_train(self) -> int:
@@ -91,15 +110,21 @@ def shifted_one_hot(labels: Tensor, num_classes: int, offset: float = -0.1) -> T
 
 
 def batches(
-    x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator | None = None
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    order: Tensor | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Mini-batches in a random order drawn from ``generator`` (in order when it is None).
+    """Mini-batches in a random order drawn from ``generator``, or in the given ``order`` of indices
+    (file order when both are None).
 
     The last batch may be smaller. The permutation is drawn on the CPU so that the order does not
     depend on the device.
     """
     n = len(x)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if order is None:
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(x.device)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]

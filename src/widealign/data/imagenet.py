@@ -7,9 +7,13 @@ through a ``DataLoader`` instead of being held as tensors. The expected layout i
     <data_dir>/imagenet/val/<class>/<image>     the 50,000 validation images sorted into class folders
 
 ImageNet cannot be downloaded automatically (it needs an account at image-net.org). The paper's
-transforms (SPEC section 5): training images get ``RandomResizedCrop(224)`` and a random
+transforms (docs/method.md): training images get ``RandomResizedCrop(224)`` and a random
 horizontal flip, evaluation images ``Resize(256)`` then ``CenterCrop(224)``; pixels are scaled to
-[0, 1] and targets are plain one-hot rows. The val folder is ImageNet's official evaluation set.
+[0, 1] and then normalised with ImageNet's per-channel mean and std (:data:`IMAGENET_MEAN`,
+:data:`IMAGENET_STD`), as the authors' loader does; targets are plain one-hot rows. The val folder
+is ImageNet's official evaluation set. It is sorted by class, so it is evaluated in the fixed
+shuffled order of :func:`~widealign.data.base.eval_order` (the normalisation uses batch
+statistics at evaluation too; class-sorted batches would hold one or two classes each).
 
 Reproducibility: :meth:`ImageFolderDataset.train_batches` draws the epoch's order and one seed per
 image from the trainer's generator before loading anything, and each image is augmented under its
@@ -20,7 +24,8 @@ number of loader workers nor on their scheduling, and the global torch RNG is le
 (the digits data set's fixed train/held-out split, 1,437 / 360) upsampled to 3x64x64 RGB and
 written as PNG files into ``<data_dir>/imagenet-smoke/{train,val}/<digit>/`` on first use, then read
 by ``ImageFolder`` with the transforms scaled to the smaller images: ``RandomResizedCrop(56)`` +
-flip for training, ``Resize(64)`` + ``CenterCrop(56)`` for evaluation (the ratios of 224 and 256).
+flip for training, ``Resize(64)`` + ``CenterCrop(56)`` for evaluation (the ratios of 224 and 256),
+and the same mean/std normalisation.
 """
 
 from __future__ import annotations
@@ -39,41 +44,50 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from widealign.data.base import eval_order
 from widealign.data.digits import load_digits
 from widealign.data.torchvision_sets import one_line, resolve_data_dir
 
 #: Contents of the marker file that says an imagenet-smoke tree was written completely.
 SMOKE_VERSION = "1"
 SMOKE_IMAGE_SIZE = 64
+#: ImageNet's per-channel pixel mean and standard deviation (RGB), as the authors' loader uses them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class FolderTransforms:
     """The paper's ImageNet transforms at a given scale: random resized crop + flip to train,
-    resize then centre crop to evaluate."""
+    resize then centre crop to evaluate; then pixels in [0, 1] normalised by ``mean`` and ``std``
+    (None: left in [0, 1])."""
 
     crop: int
     resize: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def _tensor(self) -> list[Callable]:
+        steps: list[Callable] = [transforms.ToTensor()]
+        if self.mean is not None and self.std is not None:
+            steps.append(transforms.Normalize(self.mean, self.std))
+        return steps
 
     def train(self) -> Callable[[Image.Image], Tensor]:
-        """Training transform: random resized crop to ``crop``, random flip, pixels in [0, 1]."""
+        """Training transform: random resized crop to ``crop``, random flip, normalised pixels."""
         return transforms.Compose(
-            [
-                transforms.RandomResizedCrop(self.crop),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-            ]
+            [transforms.RandomResizedCrop(self.crop), transforms.RandomHorizontalFlip(), *self._tensor()]
         )
 
     def eval(self) -> Callable[[Image.Image], Tensor]:
-        """Evaluation transform: shorter side to ``resize``, centre crop to ``crop``, pixels in [0, 1]."""
+        """Evaluation transform: shorter side to ``resize``, centre crop to ``crop``, normalised pixels."""
         return transforms.Compose(
-            [transforms.Resize(self.resize), transforms.CenterCrop(self.crop), transforms.ToTensor()]
+            [transforms.Resize(self.resize), transforms.CenterCrop(self.crop), *self._tensor()]
         )
 
 
-IMAGENET_TRANSFORMS = FolderTransforms(crop=224, resize=256)
-SMOKE_TRANSFORMS = FolderTransforms(crop=56, resize=64)
+IMAGENET_TRANSFORMS = FolderTransforms(crop=224, resize=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+SMOKE_TRANSFORMS = FolderTransforms(crop=56, resize=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 class _Examples(torch.utils.data.Dataset):
@@ -181,9 +195,15 @@ class ImageFolderDataset:
         return self._batches(_Examples(self.train_folder, self.scale.train()), keys, batch_size)
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Evaluation batches (resize + centre crop) in folder order."""
-        keys = [(i, 0) for i in range(self.n_test)]
+        """Evaluation batches (resize + centre crop) in the fixed shuffled order of ``eval_order``."""
+        keys = [(i, 0) for i in eval_order(self.n_test).tolist()]
         return self._batches(_Examples(self.test_folder, self.scale.eval()), keys, batch_size)
+
+    def train_eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The training images (after :meth:`subset`) with the evaluation transform, in the fixed
+        shuffled order of ``eval_order``, to evaluate the training set."""
+        keys = [(i, 0) for i in eval_order(self.n_train).tolist()]
+        return self._batches(_Examples(self.train_folder, self.scale.eval()), keys, batch_size)
 
     def _batches(
         self, examples: _Examples, keys: Sequence[tuple[int, int]], batch_size: int

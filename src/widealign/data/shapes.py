@@ -3,7 +3,7 @@
 Run-time estimates (:mod:`widealign.experiments.estimate`) need the shape of an example and the
 number of training and held-out examples, but not the data, so that the expected time of a
 CIFAR-10 or ImageNet sweep on a GPU can be measured before anything is downloaded. The numbers
-are those of the loaders: MNIST, KMNIST and CIFAR-10 hold out the last :data:`HOLDOUT` training
+are those of the loaders: MNIST, KMNIST and CIFAR-10 hold out the first :data:`HOLDOUT` training
 images (or evaluate on the 10,000-image official test set), ImageNet trains on the 1,281,167
 ILSVRC-2012 training images at 224 x 224 and evaluates on its 50,000 val images. Tests check the
 bundled sets' entries against their loaders.
@@ -41,10 +41,16 @@ class DataShape:
     task: str = "classification"
     default_loss: str = "mse"
 
-    def sizes(self, train_size: int | None = None, official_test: bool = False) -> tuple[int, int]:
-        """(training, evaluation) examples of a run that keeps ``train_size`` and picks its test set."""
-        n_train = self.n_train if train_size is None else min(train_size, self.n_train)
-        n_test = self.n_official_test if official_test and self.n_official_test else self.n_test
+    def sizes(
+        self, train_size: int | None = None, official_test: bool = False, holdout: int | None = None
+    ) -> tuple[int, int]:
+        """(training, evaluation) examples of a run that keeps ``train_size``, holds out ``holdout``
+        training examples (None: the default split) and picks its test set."""
+        n_train, n_test = self.n_train, self.n_test
+        if holdout is not None:
+            n_train, n_test = n_train + n_test - holdout, holdout
+        n_train = n_train if train_size is None else min(train_size, n_train)
+        n_test = self.n_official_test if official_test and self.n_official_test else n_test
         return n_train, n_test
 
 

@@ -12,12 +12,13 @@ Files are read from ``data_dir`` (default: :func:`default_data_dir`) in torchvis
 Nothing is fetched unless ``download=True``, so an offline run fails at once with a one-line
 ``ValueError`` naming the folder searched instead of hanging on the network.
 
-The split (SPEC section 5): the LAST ``holdout`` (5,000) examples of the official training set are
-held out for evaluation and the rest (55,000 MNIST/KMNIST, 45,000 CIFAR-10) are trained on, in
-file order, so ``subset(n)`` ("the first n training examples") gives the paper's low-data sets.
-``official_test=True`` evaluates on the official 10,000-image test set instead; the training set
-stays the same (pass ``holdout=0`` as well to train on every training image). Pixels are scaled to
-[0, 1] and shaped (N, C, H, W); targets are one-hot minus 0.1.
+The split, as the authors' loaders make it (docs/method.md): the FIRST ``holdout`` (5,000)
+examples of the official training set are held out for evaluation and the rest (55,000
+MNIST/KMNIST, 45,000 CIFAR-10) are trained on, in file order, so ``subset(n)`` ("the first n
+training examples") gives the paper's low-data sets. A smaller file in the same format works with a
+smaller ``holdout``. ``official_test=True`` evaluates on the official 10,000-image test set instead;
+the training set stays the same (pass ``holdout=0`` as well to train on every training image).
+Pixels are scaled to [0, 1] and shaped (N, C, H, W); targets are one-hot minus 0.1.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torchvision import datasets
 from widealign.data.base import Dataset, shifted_one_hot
 from widealign.storage import WriteError, atomic_write
 
-#: Training examples held out for evaluation (the paper's 5k for CIFAR-10, KMNIST and MNIST).
+#: Training examples held out for evaluation, from the start of the training set (the paper's 5k).
 HOLDOUT = 5000
 
 #: Environment variable naming the folder data sets are read from (and downloaded to).
@@ -219,28 +220,27 @@ def load_torchvision_set(
         data_dir: folder holding the files (see the module docstring); default :func:`default_data_dir`.
         download: fetch missing files with torchvision (never done otherwise).
         official_test: evaluate on the official test set instead of the held-out training images.
-        holdout: training examples held out at the end of the training set (default :data:`HOLDOUT`);
-            0 trains on all of them (only with ``official_test``).
+        holdout: training examples held out from the start of the training set (default
+            :data:`HOLDOUT`); 0 trains on all of them (only with ``official_test``).
     """
     if name not in SOURCES:
         raise ValueError(f"unknown torchvision data set {name!r}; choose one of {', '.join(SOURCES)}")
     source, root = SOURCES[name], resolve_data_dir(data_dir)
     holdout = HOLDOUT if holdout is None else holdout
     images, labels = read_split(source, root, train=True, download=download)
-    if not 0 <= holdout < len(images) or (holdout == 0 and not official_test):
+    if not isinstance(holdout, int) or not 0 <= holdout < len(images) or (holdout == 0 and not official_test):
         raise ValueError(
             f"{source.title}: cannot hold out {holdout} of its {len(images)} training images "
-            f"(need 0 < holdout < {len(images)}, or holdout 0 with official_test)"
+            f"(need 0 < holdout < {len(images)}, or holdout 0 with official_test; set it with --holdout)"
         )
-    cut = len(images) - holdout
     if official_test:
         test_images, test_labels = read_split(source, root, train=False)
     else:
-        test_images, test_labels = images[cut:], labels[cut:]
+        test_images, test_labels = images[:holdout], labels[:holdout]
     return Dataset(
         name=name,
-        x_train=_pixels(images[:cut]),
-        y_train=shifted_one_hot(labels[:cut], 10),
+        x_train=_pixels(images[holdout:]),
+        y_train=shifted_one_hot(labels[holdout:], 10),
         x_test=_pixels(test_images),
         y_test=shifted_one_hot(test_labels, 10),
         task="classification",
@@ -249,21 +249,30 @@ def load_torchvision_set(
 
 
 def load_mnist(
-    data_dir: str | os.PathLike | None = None, download: bool = False, official_test: bool = False
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    official_test: bool = False,
+    holdout: int | None = None,
 ) -> Dataset:
-    """MNIST: 55,000 training and 5,000 held-out images (the last 5k of the training set)."""
-    return load_torchvision_set("mnist", data_dir, download, official_test)
+    """MNIST: 55,000 training and 5,000 held-out images (the first 5k of the training set)."""
+    return load_torchvision_set("mnist", data_dir, download, official_test, holdout)
 
 
 def load_kmnist(
-    data_dir: str | os.PathLike | None = None, download: bool = False, official_test: bool = False
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    official_test: bool = False,
+    holdout: int | None = None,
 ) -> Dataset:
-    """KMNIST (Kuzushiji-MNIST): 55,000 training and 5,000 held-out images, as in the paper."""
-    return load_torchvision_set("kmnist", data_dir, download, official_test)
+    """KMNIST (Kuzushiji-MNIST): 55,000 training and 5,000 held-out images (the first 5k)."""
+    return load_torchvision_set("kmnist", data_dir, download, official_test, holdout)
 
 
 def load_cifar10(
-    data_dir: str | os.PathLike | None = None, download: bool = False, official_test: bool = False
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    official_test: bool = False,
+    holdout: int | None = None,
 ) -> Dataset:
-    """CIFAR-10: 45,000 training and 5,000 held-out images (the last 5k of the training batches)."""
-    return load_torchvision_set("cifar10", data_dir, download, official_test)
+    """CIFAR-10: 45,000 training and 5,000 held-out images (the first 5k of the training batches)."""
+    return load_torchvision_set("cifar10", data_dir, download, official_test, holdout)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from widealign.data import DATASETS, Dataset
+from widealign.data import DATASETS, HOLDOUT_SETS, Dataset
 from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
@@ -36,17 +36,31 @@ DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 #: Losses that need a classification task (labels); the others fit any data.
 CLASSIFICATION_LOSSES = ("ce",)
 
-#: Per-data-set defaults: the paper's settings where it has them (Add task: SPEC section 5), and
+#: Per-data-set defaults: the paper's settings where it has them (Add task: docs/method.md), and
 #: for digits the KMNIST conv net with the paper's largest learning rate, 5, which learns fastest.
+#: ``eval_train``: re-evaluate the whole training set after every epoch (the Add task's train loss
+#: is reported that way in the paper).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=10),
-    "add": dict(model="rnn", preset=None, width=64, lr=1e-3, batch_size=50, epochs=200),
+    "add": dict(model="rnn", preset=None, width=64, lr=1e-3, batch_size=50, epochs=200, eval_train=True),
     "mnist": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=100),
     "kmnist": dict(model="convnet", preset="kmnist", width=64, lr=5.0, batch_size=100, epochs=100),
     "cifar10": dict(model="convnet", preset="cifar10", width=64, lr=5.0, batch_size=100, epochs=150),
     "imagenet": dict(model="convnet", preset="imagenet", width=512, lr=5.0, batch_size=100, epochs=300),
     "imagenet-smoke": dict(model="convnet", preset="imagenet", width=8, lr=5.0, batch_size=20, epochs=1),
 }
+
+
+def low_data_batch_size(batch_size: int, train_size: int) -> int:
+    """The authors' batch size for a run on the first ``train_size`` examples.
+
+    ``train_size`` itself when it is smaller than ``batch_size``, ``gcd(batch_size, train_size)``
+    when ``batch_size`` does not divide it, else ``batch_size``: every batch then has the same
+    size (N = 45 trains one batch of 45, N = 150 three batches of 50).
+    """
+    if train_size < batch_size:
+        return train_size
+    return math.gcd(batch_size, train_size)
 
 
 @dataclass(frozen=True)
@@ -58,10 +72,15 @@ class RunConfig:
     ``rule_options`` are the rule's own settings (``widealign.rules.rule_options``), e.g.
     ``{"iterations": 50}`` for activation-relaxation.
 
-    ``train_size`` keeps the first N training examples (the paper's low-data experiments);
-    ``official_test`` evaluates on the official test set instead of the held-out part of the
-    training set (CIFAR-10, KMNIST, MNIST). Where the
-    data files live is not part of the configuration: see :func:`widealign.experiments.run.load_data`.
+    ``train_size`` keeps the first N training examples (the paper's low-data experiments). When
+    ``batch_size`` is left to the data set's default, it becomes the authors' batch size for that
+    N (:func:`low_data_batch_size`: N below 100, gcd(100, N) otherwise); a batch size given
+    explicitly is used as given, the last batch then possibly smaller. ``holdout`` is the number of
+    training images held out for evaluation (MNIST, KMNIST, CIFAR-10; default the paper's 5,000,
+    the first ones of the files); ``official_test`` evaluates on the official test set instead.
+    ``eval_train`` re-evaluates the whole training set after every epoch (default: on for the Add
+    task). Where the data files live is not part of the configuration: see
+    :func:`widealign.experiments.run.load_data`.
     """
 
     rule: str = "bp"
@@ -82,7 +101,9 @@ class RunConfig:
     epochs: int | None = None
     batch_size: int | None = None
     train_size: int | None = None
+    holdout: int | None = None
     official_test: bool = False
+    eval_train: bool | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -95,10 +116,14 @@ class RunConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.eval_train is None:
+            filled["eval_train"] = defaults.get("eval_train", False)
         if self.strides is not None and self.preset is None:
             filled["preset"] = None
         cfg = replace(self, **filled)
         cfg._check()
+        if self.batch_size is None and cfg.train_size is not None:
+            cfg = replace(cfg, batch_size=low_data_batch_size(cfg.batch_size, cfg.train_size))
         return replace(cfg, rule_options=check_rule_options(cfg.rule, cfg.rule_options))
 
     def _check(self) -> None:
@@ -130,6 +155,13 @@ class RunConfig:
             raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
         if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size <= 0):
             raise ValueError(f"train size must be a positive integer, got {self.train_size!r}")
+        if self.holdout is not None:
+            if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
+                raise ValueError(f"holdout must be a non-negative integer, got {self.holdout!r}")
+            if self.dataset not in HOLDOUT_SETS:
+                raise ValueError(f"holdout applies to {', '.join(HOLDOUT_SETS)}, not {self.dataset}")
+        if not isinstance(self.eval_train, bool):
+            raise ValueError(f"eval_train must be true or false, got {self.eval_train!r}")
         if self.strides is not None and any(s <= 0 for s in self.strides):
             raise ValueError(f"strides must be positive, got {self.strides}")
         if self.model == "convnet" and self.preset is None and self.strides is None:

@@ -2,7 +2,8 @@
 
 A run's time is ``epochs x (steps x seconds per step + held-out batches x seconds per held-out
 batch + per-epoch diagnostics)``, where ``steps = ceil(training examples / batch size)`` and the
-held-out batches likewise. The cost of a step does not depend on the learning rate, the seed,
+held-out batches likewise (plus ``steps`` more evaluated batches when the run re-evaluates its
+training set, ``eval_train``). The cost of a step does not depend on the learning rate, the seed,
 the number of epochs or of examples, so runs that differ only in those share one measurement.
 
 Each distinct run shape is timed through the code that trains it (``Trainer.train_epoch`` and
@@ -12,6 +13,9 @@ inputs of the data set's shape (:data:`widealign.data.shapes.DATA_SHAPES`): the 
 needed, so the time of a CIFAR-10 or ImageNet sweep on a GPU can be measured before downloading
 anything. One warm-up step precedes the timed ones; the learning rate is lowered while timing so
 that random data cannot make a step diverge (it does not change a step's cost).
+
+:func:`family_time_classes` gives, without timing anything, a coarse class of a family's time on
+the CPU and on a GPU from counted multiply-adds and nominal throughputs (``widealign run --list``).
 
 Not counted: loading and decoding data (nothing for the in-memory sets; ImageNet streams JPEGs
 from disk, which on a GPU may well dominate), building the model, and writing checkpoints.
@@ -37,6 +41,7 @@ from widealign.experiments.catalogue import Family, Task
 from widealign.experiments.config import RunConfig, build_model, build_optimizer, resolve_device
 from widealign.experiments.runners import validate
 from widealign.experiments.song2021 import Song2021Config, run_song2021
+from widealign.models import CONV_PRESETS
 from widealign.rules import make_rule
 from widealign.seeding import generator
 from widealign.train import Trainer, evaluate
@@ -45,8 +50,8 @@ from widealign.train import Trainer, evaluate
 TIMING_LR = 1e-6
 #: Config keys that change how many steps a run takes, or their numbers, but not a step's cost.
 NOT_COST = {
-    "train": ("lr", "seed", "epochs", "train_size", "official_test"),
-    "alignment": ("lr", "seed", "epochs", "train_size", "official_test"),
+    "train": ("lr", "seed", "epochs", "train_size", "official_test", "holdout"),
+    "alignment": ("lr", "seed", "epochs", "train_size", "official_test", "holdout"),
     "song2021": ("lam", "seed", "eta", "steps", "data_seed", "target"),
 }
 
@@ -81,10 +86,17 @@ class RunEstimate:
         return self.epochs * self.seconds_per_epoch
 
 
+def _resolved(task: Task) -> RunConfig:
+    return alignment_config(task.config) if task.kind == "alignment" else RunConfig(**task.config).resolved()
+
+
 def cost_key(task: Task) -> str:
-    """What decides a run's cost per step: its kind and config without the keys of :data:`NOT_COST`."""
+    """What decides a run's cost per step: its kind and config without the keys of :data:`NOT_COST`,
+    with its resolved batch size (which may follow ``train_size``)."""
     ignored = NOT_COST.get(task.kind, ())
     shape = {k: v for k, v in task.config.items() if k not in ignored}
+    if task.kind in ("train", "alignment"):
+        shape["batch_size"] = _resolved(task).batch_size
     return json.dumps({"kind": task.kind, **shape}, sort_keys=True)
 
 
@@ -184,9 +196,10 @@ def _counts(task: Task) -> tuple[int, int, int]:
     """(epochs, training steps per epoch, held-out batches per epoch) of a task."""
     if task.kind == "song2021":
         return 1, Song2021Config(**task.config).steps + 1, 0
-    cfg = alignment_config(task.config) if task.kind == "alignment" else RunConfig(**task.config).resolved()
-    n_train, n_test = DATA_SHAPES[cfg.dataset].sizes(cfg.train_size, cfg.official_test)
-    return cfg.epochs, math.ceil(n_train / cfg.batch_size), math.ceil(n_test / cfg.batch_size)
+    cfg = _resolved(task)
+    n_train, n_test = DATA_SHAPES[cfg.dataset].sizes(cfg.train_size, cfg.official_test, cfg.holdout)
+    steps, eval_batches = math.ceil(n_train / cfg.batch_size), math.ceil(n_test / cfg.batch_size)
+    return cfg.epochs, steps, eval_batches + (steps if cfg.eval_train else 0)
 
 
 def measure_cost(task: Task, steps: int = 3) -> Cost:
@@ -244,3 +257,71 @@ def format_estimate(estimates: list[RunEstimate]) -> str:
     total = sum(e.seconds for e in estimates)
     lines.append(f"total: {len(estimates)} runs, {total:.0f} s = {total / 3600:.2f} h, one run after another")
     return "\n".join(lines)
+
+
+#: Sustained multiply-adds per second assumed by :func:`time_class`. CPU: this project's 2-core
+#: machine, from the measured step of the width-512 KMNIST conv net (batch 100: 8.9 s for about
+#: 1.7e11 multiply-adds, forward and backward). GPU: a nominal 1e13 (10 TMAC/s, single precision);
+#: an assumption, not a measurement (``--estimate --device cuda`` measures).
+NOMINAL_MACS_PER_SECOND = {"cpu": 2e10, "gpu": 1e13}
+#: Time classes by upper bound in seconds.
+TIME_CLASSES = (
+    (3600.0, "< 1 hour"), (86400.0, "hours"), (7 * 86400.0, "days"), (60 * 86400.0, "weeks"),
+    (365 * 86400.0, "months"),
+)  # fmt: skip
+
+
+def macs_per_example(cfg: RunConfig) -> int:
+    """Multiply-adds of one forward pass of ``cfg``'s network on one example (weights only).
+
+    Conv net: per layer, output positions (SAME padding: ``ceil(size / stride)``) x output channels
+    x kernel area x input channels, plus the readout; MLP: the weight matrices' sizes; RNN: every
+    time step's input, recurrent and readout products.
+    """
+    shape = DATA_SHAPES[cfg.dataset]
+    if cfg.model == "convnet":
+        channels, side, _ = shape.input_shape
+        strides = cfg.strides if cfg.strides is not None else CONV_PRESETS[cfg.preset]
+        widths = cfg.width if isinstance(cfg.width, list) else [cfg.width] * len(strides)
+        total = 0
+        for stride, width in zip(strides, widths):
+            side = math.ceil(side / stride)
+            total += side * side * width * cfg.kernel_size**2 * channels
+            channels = width
+        return total + channels * shape.num_outputs
+    if cfg.model == "mlp":
+        sizes = [math.prod(shape.input_shape)]
+        sizes += cfg.width if isinstance(cfg.width, list) else [cfg.width] * cfg.depth
+        sizes.append(shape.num_outputs)
+        return sum(a * b for a, b in zip(sizes, sizes[1:]))
+    steps, features = shape.input_shape
+    return steps * cfg.width * (features + cfg.width + shape.num_outputs)
+
+
+def nominal_macs(task: Task) -> float:
+    """Multiply-adds of a whole run, counted roughly: each training example costs three forward
+    passes (forward and backward), each evaluated example one; an alignment score run trains two
+    networks. Learning rules are not told apart (their costs differ by less than 1.5x)."""
+    if task.kind == "song2021":
+        c = Song2021Config(**task.config)
+        return 3.0 * c.steps * c.n * c.width * (c.d + 1)
+    cfg = _resolved(task)
+    epochs, steps, eval_batches = _counts(task)
+    per_epoch = 3 * steps * cfg.batch_size + eval_batches * cfg.batch_size
+    networks = 2 if task.kind == "alignment" and cfg.extra["mode"] == "score" else 1
+    return float(networks * epochs * per_epoch * macs_per_example(cfg))
+
+
+def time_class(seconds: float) -> str:
+    """A coarse class for a duration: ``< 1 hour``, ``hours``, ``days``, ``weeks``, ``months``, ``years``."""
+    for bound, name in TIME_CLASSES:
+        if seconds < bound:
+            return name
+    return "years"
+
+
+def family_time_classes(family: Family) -> dict[str, str]:
+    """The family's expected time class, run after run, on the CPU and on a GPU, from
+    :func:`nominal_macs` and :data:`NOMINAL_MACS_PER_SECOND` (nothing is run or timed)."""
+    macs = sum(nominal_macs(task) for task in family.tasks())
+    return {device: time_class(macs / rate) for device, rate in NOMINAL_MACS_PER_SECOND.items()}

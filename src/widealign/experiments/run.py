@@ -159,7 +159,7 @@ def check_writable(out: str | os.PathLike) -> Path:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    """The configured data set (and training subset).
+    """The configured data set, held-out split and training subset.
 
     Where data files live is the environment's business, not the configuration's (results stay
     comparable across machines): ``WIDEALIGN_DATA_DIR`` names the folder and ``WIDEALIGN_DOWNLOAD=1``
@@ -170,6 +170,7 @@ def load_data(cfg: RunConfig) -> Dataset:
         data_dir=os.environ.get(DATA_DIR_ENV) or None,
         download=os.environ.get(DOWNLOAD_ENV) == "1",
         official_test=cfg.official_test,
+        holdout=cfg.holdout,
     )
     return data if cfg.train_size is None else data.subset(cfg.train_size)
 
@@ -247,6 +248,7 @@ def _train(
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
         checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
+        eval_train=cfg.eval_train,
     )  # fmt: skip
     if state is not None:
         resume(trainer.resume, state, checkpoint)

@@ -5,7 +5,10 @@ unless the record says otherwise), ``status``, ``error``, ``seed``, every config
 ``extra`` dict's keys, e.g. an alignment run's ``mode``, as columns of their own; lists as JSON
 text), the versions and hardware (``run_device`` is the device the run used), and summaries of
 its epochs: ``n_epochs``, ``final_`` and ``best_`` train/test loss and accuracy (best ignores
-non-finite values), ``seconds_per_epoch`` (mean) and ``wall_seconds``. Every other per-epoch key
+non-finite values; ``train_loss`` is the running mean of the pre-update batch losses of an epoch),
+the same for ``train_eval_loss``/``train_eval_acc`` where the run re-evaluated its whole training
+set after every epoch (``best_train_eval_loss`` is the paper's "best train loss" of the Add task),
+``seconds_per_epoch`` (mean) and ``wall_seconds``. Every other per-epoch key
 of the last epoch (``align/0``, ``cos_bp/1``, ``theory_test_loss``, ...) is copied as is, and each
 per-layer family ``name/i`` also gets ``name/mean``, its mean over layers.
 
@@ -31,6 +34,8 @@ from widealign.storage import write_text_atomic
 
 TABLE_FILE = "results.csv"
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+#: Per-epoch metrics summarised as ``final_<name>`` and ``best_<name>`` (when a run records them).
+OPTIONAL_METRICS = (("train_eval_loss", min), ("train_eval_acc", max))
 ENVIRONMENT_FIELDS = {
     "widealign_version": "widealign_version",
     "torch_version": "torch_version",
@@ -67,13 +72,19 @@ def _summaries(epochs: list[dict[str, Any]]) -> dict[str, Any]:
             good = [v for v in map(finite, values) if v is not None]
             row[f"final_{split}_{metric}"] = values[-1] if values else None
             row[f"best_{split}_{metric}"] = best(good) if good else None
+    for name, best in OPTIONAL_METRICS:
+        values = [e.get(name) for e in epochs]
+        good = [v for v in map(finite, values) if v is not None]
+        if good:
+            row[f"final_{name}"], row[f"best_{name}"] = values[-1], best(good)
     seconds = [v for v in (finite(e.get("seconds")) for e in epochs) if v is not None]
     row["seconds_per_epoch"] = sum(seconds) / len(seconds) if seconds else None
     return row
 
 
 def _last_epoch_extras(epochs: list[dict[str, Any]]) -> dict[str, Any]:
-    last = {k: v for k, v in (epochs[-1] if epochs else {}).items() if k not in EPOCH_FIELDS}
+    skip = set(EPOCH_FIELDS) | {name for name, _ in OPTIONAL_METRICS}
+    last = {k: v for k, v in (epochs[-1] if epochs else {}).items() if k not in skip}
     layers: dict[str, list[float]] = {}
     for key, value in last.items():
         match = LAYER_KEY.match(key)

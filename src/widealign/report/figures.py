@@ -7,7 +7,8 @@ file (``.png`` and ``.pdf``)           what
 ``accuracy_vs_lr``                     final held-out accuracy vs lr, a panel per rule, a line
                                        per width
 ``accuracy_vs_train_size``             final held-out accuracy vs training-set size per rule
-``add_loss_vs_width``                  Add task: best held-out loss vs width per rule (log-log)
+``add_loss_vs_width``                  Add task: best train loss (the training set re-evaluated
+                                       after each epoch) and best held-out loss vs width per rule
 ``seconds_per_epoch_vs_width``         training seconds per epoch vs width per rule (log-log)
 ``seed_spread``                        seed mean +/- std and every seed, per rule and setting
 ``alignment_vs_width``                 alignment score per layer vs width, shuffled control
@@ -72,14 +73,16 @@ def _alignment(rows: Sequence[Row], mode: str) -> list[Row]:
 def _lines_figure(
     panels: list[tuple[str, list[Row]]],
     x: str,
-    y: Callable[[Row], float | None],
+    y: Callable[[Row], float | None] | Sequence[Callable[[Row], float | None]],
     line: Callable[[Row], tuple],
     labels: dict[str, str],
     xlog: int,
     ylog: bool = False,
 ) -> Figure:
-    """Panels of lines of ``y`` versus ``x``; ``labels`` holds xlabel, ylabel and title."""
-    drawn = [(name, series(sub, x, y, line)) for name, sub in panels]
+    """Panels of lines of ``y`` (or of ``y[k]`` in panel ``k``) versus ``x``; ``labels`` holds
+    xlabel, ylabel and title."""
+    ys = list(y) if isinstance(y, Sequence) else [y] * len(panels)
+    drawn = [(name, series(sub, x, read, line)) for (name, sub), read in zip(panels, ys)]
     keys = sort_keys(k for _, lines in drawn for k in lines)
     colors = palette(keys)
     ticks = distinct((r for _, sub in panels for r in sub), x)
@@ -130,15 +133,21 @@ def accuracy_vs_train_size(rows: Sequence[Row]) -> Figure | None:
 
 
 def add_loss_vs_width(rows: Sequence[Row]) -> Figure | None:
-    """(4) Add task: best held-out loss versus hidden size per rule (log-log)."""
+    """(4) Add task: best train loss and best held-out loss versus hidden size per rule (log-log).
+
+    The train loss is the paper's: the whole training set evaluated after each epoch
+    (``best_train_eval_loss``), not the running mean of the batch losses during the epoch.
+    """
     rows = _train(rows, regression=True)
     if len(distinct(rows, "width")) < 2:
         return None
+    panels = [("best train loss (re-evaluated after each epoch)", rows), ("best held-out loss", rows)]
     labels = dict(
-        xlabel="hidden units", ylabel="best held-out loss", title="Add task: held-out loss vs width"
+        xlabel="hidden units", ylabel="loss", title="Add task: best train and held-out loss vs width"
     )
     line = line_keys(rows, ["rule"], ["width"])
-    return _lines_figure([("", rows)], "width", metric("best_test_loss"), line, labels, 2, ylog=True)
+    ys = [metric("best_train_eval_loss"), metric("best_test_loss")]
+    return _lines_figure(panels, "width", ys, line, labels, 2, ylog=True)
 
 
 def seconds_vs_width(rows: Sequence[Row]) -> Figure | None:
@@ -250,18 +259,21 @@ def alignment_vs_width(rows: Sequence[Row]) -> Figure | None:
 
 
 def alignment_vs_epoch(rows: Sequence[Row]) -> Figure | None:
-    """(8) Alignment score per layer versus epoch with the control, a panel per width (lowest seed)."""
+    """(8) Alignment score per layer versus epoch with the control, a panel per width and data set
+    (its longest run, then the lowest seed)."""
     rows = [r for r in _alignment(rows, "score") if r.get("_epochs")]
     if not any(len(r["_epochs"]) >= 2 for r in rows):
         return None
     chosen: dict[str, Row] = {}
-    for r in sorted(rows, key=_width_seed_path):
-        chosen.setdefault(str(r.get("width")), r)
+    for r in sorted(rows, key=lambda r: (-len(r["_epochs"]), *_width_seed_path(r))):
+        chosen.setdefault(f"{r.get('width')}, {config_of(r).get('dataset')}", r)
+    chosen = dict(sorted(chosen.items(), key=lambda item: (_width_seed_path(item[1]), item[0])))
     layers = _layers(list(chosen.values()), "align")
     colors, entries = _layer_legend(layers)
     others = varying(list(chosen.values()), ["width"])
     fig, axes = new_figure(len(chosen), max_cols=4, size=(3.6, 3.0))
-    for ax, (width, r) in zip(axes, chosen.items()):
+    for ax, r in zip(axes, chosen.values()):
+        width = r.get("width")
         epochs = [e.get("epoch", k + 1) for k, e in enumerate(r["_epochs"])]
         for i in layers:
             for name, dash in ((f"align/{i}", "-"), (f"align_shuffled/{i}", "--")):

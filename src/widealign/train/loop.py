@@ -2,9 +2,13 @@
 
 One epoch: shuffle the training set with the run's own generator, and for each batch call
 ``rule.backward(x, y)`` (which leaves the update in ``.grad``) then ``optimizer.step()``. The
-training loss and accuracy of an epoch are averages over its batches of the current network's
-outputs before each update; the held-out metrics are computed after the epoch, in batches of the
-training batch size (the paper's normalisation uses batch statistics at evaluation time too).
+training loss and accuracy of an epoch (``train_loss``, ``train_acc``) are averages over its
+batches of the current network's outputs before each update; the held-out metrics are computed
+after the epoch, in batches of the training batch size (the paper's normalisation uses batch
+statistics at evaluation time too), in the data set's fixed shuffled evaluation order. With
+``eval_train`` the whole training set is also evaluated after the epoch, as the authors' Add-task
+code does (``train_eval_loss``, ``train_eval_acc``): the training loss of the network the epoch
+ended with, which the paper's "best train loss" is the minimum of.
 
 The data is either one of the in-memory data sets (the fast default: tensors already on the
 training device, shuffled by the trainer's own seeded generator) or any re-iterable of ``(x, y)``
@@ -167,6 +171,8 @@ class Trainer:
         progress: show a progress bar on stderr.
         config: the run's configuration (plain values), stored in every checkpoint so that a
             resume can be checked against it.
+        eval_train: after every epoch, evaluate the whole training set (``data.train_eval_batches``)
+            and record ``train_eval_loss`` and ``train_eval_acc``.
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class Trainer:
         config: dict[str, Any] | None = None,
         test_data: Iterable[tuple[Tensor, Tensor]] | None = None,
         task: str | None = None,
+        eval_train: bool = False,
     ) -> None:
         if rule.model is not model:
             raise ValueError("the rule is bound to a different model")
@@ -199,6 +206,7 @@ class Trainer:
         self.epoch_metrics = list(epoch_metrics or [])
         self.progress = progress
         self.config = dict(config or {})
+        self.eval_train = eval_train
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
@@ -249,6 +257,10 @@ class Trainer:
                 seconds = time.perf_counter() - start
                 test_loss, test_acc = self.evaluate()
                 extra: dict[str, Any] = {}
+                if self.eval_train:
+                    batches = self.data.train_eval_batches(self.batch_size)
+                    loss, acc = evaluate(self.model, self.rule.loss_fn, batches, self.classification)
+                    extra |= {"train_eval_loss": loss, "train_eval_acc": acc}
                 for metric in self.epoch_metrics:
                     extra |= metric(self)
                 record = EpochRecord(
