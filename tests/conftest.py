@@ -1,4 +1,4 @@
-"""Small float64 models and batches shared by the tests (every family of SPEC section 2)."""
+"""Small float64 models and batches shared by the tests (every family of docs/method.md#models)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ one-hot rows minus 0.1 (:func:`label_targets`), so ``y`` may be labels of shape 
 targets shaped like ``f``. ``ce`` is cross-entropy
 against the target's argmax. ``sequence-mse`` is the Add task's ``sum_t mean_batch (o_t - y_t)^2``
 (outputs of shape batch x time x 1; summed over outputs too). ``half-sse`` is
-``(1/2) sum_i (f_i - y_i)^2``, whose error is ``e_i = f_i - y_i`` (Song et al., SPEC section 6).
+``(1/2) sum_i (f_i - y_i)^2``, whose error is ``e_i = f_i - y_i`` (Song et al.,
+docs/method.md#song-xu-and-lafferty).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def cross_entropy(f: Tensor, y: Tensor) -> Tensor:
 
 
 def sequence_mse(f: Tensor, y: Tensor) -> Tensor:
-    """Sum over time (and outputs) of the batch-mean squared error (SPEC section 5, Add task)."""
+    """Sum over time (and outputs) of the batch-mean squared error (docs/method.md#experiments, Add task)."""
     return (f - y).square().sum(dim=tuple(range(1, f.dim()))).mean()
 
 

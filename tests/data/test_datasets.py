@@ -1,4 +1,4 @@
-"""Bundled data: the digits split and the Add-task generator (SPEC section 5)."""
+"""Bundled data: the digits split and the Add-task generator (docs/method.md#experiments)."""
 
 from __future__ import annotations
 

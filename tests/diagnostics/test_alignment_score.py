@@ -1,4 +1,4 @@
-"""The input-weight alignment score (SPEC section 4), its shuffled control and the theory pair."""
+"""The input-weight alignment score (docs/method.md#alignment-score), its control and the theory pair."""
 
 from __future__ import annotations
 

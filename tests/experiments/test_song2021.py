@@ -1,4 +1,4 @@
-"""Song, Xu & Lafferty's two-layer feedback alignment (SPEC section 6), on the library's own parts."""
+"""Song, Xu & Lafferty's two-layer feedback alignment (docs/method.md#song-xu-and-lafferty), library parts."""
 
 from __future__ import annotations
 

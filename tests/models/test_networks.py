@@ -1,4 +1,4 @@
-"""Model families against their formulas in SPEC section 2."""
+"""Model families against their formulas in docs/method.md#models."""
 
 from __future__ import annotations
 

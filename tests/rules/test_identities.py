@@ -1,4 +1,4 @@
-"""The exact identities of SPEC section 3, for the MLP, the conv net and the RNN, in float64."""
+"""The exact identities of docs/method.md#learning-rules, for the MLP, conv net and RNN, in float64."""
 
 from __future__ import annotations
 

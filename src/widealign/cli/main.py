@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     _add_threads(run)
 
-    al = sub.add_parser("align", help="input-weight alignment score of saved runs (SPEC section 4)")
+    al = sub.add_parser("align", help="input-weight alignment score of saved runs (docs/method.md)")
     al.add_argument("runs", nargs="+", help="one alignment score run, or two runs from the same init")
     al.add_argument("--draws", type=int, default=100, help="noise draws (default 100)")
     al.add_argument("--noise-batch", type=int, default=100, help="noise batch size (default 100)")

@@ -1,4 +1,4 @@
-"""The Add task of SPEC section 5: a linear temporal filter of a random bit stream.
+"""The Add task of docs/method.md#experiments: a linear temporal filter of a random bit stream.
 
 ``x_t ~ Bernoulli(0.5)`` and ``y_t = 0.5 + 0.5 x_{t-2} - 0.25 x_{t-5}`` (terms before t = 0 are 0),
 ``T = 100``; 300 training and 100 test sequences, shaped (N, T, 1). The loss is

@@ -1,4 +1,4 @@
-"""Diagnostics: the input-weight alignment score (SPEC section 4), the theory training mode it
+"""Diagnostics: the input-weight alignment score (docs/method.md#alignment-score), the theory training mode it
 needs, and update alignment while training (cosine to bp, feedback angle, distance from init).
 
 >>> pair = TheoryPair(model, lr=1.0)

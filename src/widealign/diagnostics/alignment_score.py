@@ -1,4 +1,6 @@
-"""The input-weight alignment score of SPEC section 4, per synaptic layer, with its shuffled control.
+"""The input-weight alignment score, per synaptic layer, with its shuffled control.
+
+See docs/method.md#alignment-score.
 
 For one synaptic layer let ``dW = W_a(T) - W(0)`` and ``dW' = W_b(T) - W(0)`` be the changes of two
 networks trained from the same initialisation (bp and the "theory" rule, in the paper). With
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 
 from widealign.models.layers import Conv2d, Route, Synaptic, routed, same_padding, synaptic_layers
 
-#: Noise draws and noise batch size of SPEC section 4.
+#: Noise draws and noise batch size of docs/method.md#alignment-score.
 DRAWS = 100
 BATCH = 100
 
@@ -115,7 +117,7 @@ def layer_alignment(
     draws: int = DRAWS,
     batch: int = BATCH,
 ) -> float:
-    """``WD / sqrt(WW * DD)`` of two weight updates of ``layer`` (SPEC section 4).
+    """``WD / sqrt(WW * DD)`` of two weight updates of ``layer`` (docs/method.md#alignment-score).
 
     ``input_shape`` is one example's input to the layer (e.g. ``(C, H, W)``); noise is drawn from
     ``generator`` (on its device), so the same generator state gives the same score.

@@ -1,4 +1,4 @@
-"""The "theory" training mode of SPEC section 4: a bp network and its align-zero shadow.
+"""The "theory" training mode of docs/method.md#alignment-score: a bp network and its align-zero shadow.
 
 Two networks start from the same ``theta_0``. On every batch ``(x, y)`` the bp network computes its
 output ``f_bp``, loss and error ``e = dL/df`` at ``f_bp``, and takes its backprop step; the theory

@@ -1,4 +1,4 @@
-"""The input-weight alignment score (SPEC section 4) of saved runs.
+"""The input-weight alignment score (docs/method.md#alignment-score) of saved runs.
 
 Either one ``alignment`` run in score mode, whose checkpoint holds the bp network, the theory
 network and their initial network, or two ordinary runs (``widealign train --out``, a sweep's run

@@ -2,8 +2,8 @@
 
 Two modes, chosen by the config key ``mode``:
 
-* ``score`` (SPEC section 4): a :class:`~widealign.diagnostics.TheoryPair` (a bp network and its
-  "theory" shadow, trained from the same initialisation on the same batches). After every epoch
+* ``score`` (docs/method.md#alignment-score): a :class:`~widealign.diagnostics.TheoryPair` (a bp
+  network and its "theory" shadow, trained from the same initialisation on the same batches). After every epoch
   it records the bp network's train/held-out loss and accuracy, the theory network's held-out
   loss and accuracy (``theory_test_loss``, ``theory_test_acc``) and, per synaptic layer ``i``,
   ``align/i`` and the shuffled control ``align_shuffled/i``. Noise for epoch ``e`` is drawn from a

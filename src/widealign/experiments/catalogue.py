@@ -1,4 +1,4 @@
-"""The experiment catalogue: one readable TOML file per family of SPEC section 5.
+"""The experiment catalogue: one readable TOML file per family of docs/method.md#experiments.
 
 A family file has a ``name``, a ``version``, a one-line ``description``, the run ``kind`` (see
 :mod:`widealign.experiments.runners`), a ``[base]`` table of configuration values shared by all its

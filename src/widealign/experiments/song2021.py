@@ -1,4 +1,6 @@
-"""Song, Xu & Lafferty (NeurIPS 2021): feedback alignment in a two-layer network (SPEC section 6).
+"""Song, Xu & Lafferty (NeurIPS 2021): feedback alignment in a two-layer network.
+
+See docs/method.md#song-xu-and-lafferty.
 
 The network is the library's :class:`~widealign.models.TwoLayer`,
 

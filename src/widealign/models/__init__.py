@@ -1,4 +1,4 @@
-"""Networks built from synaptic layers (SPEC section 2)."""
+"""Networks built from synaptic layers (docs/method.md#models)."""
 
 from widealign.models.convert import TorchConv2d, convert
 from widealign.models.layers import (

@@ -1,4 +1,4 @@
-"""Synaptic layers (SPEC section 2) and the one feedback-aware op they all use.
+"""Synaptic layers (docs/method.md#models) and the one feedback-aware op they all use.
 
 A *synaptic layer* computes ``y = scale * (W x) + b`` (a dense product or a convolution), with
 ``scale = 1/sqrt(fan_in)`` under the NTK parameterisation and ``1`` under the standard one.
@@ -177,7 +177,7 @@ class Synaptic(nn.Module):
         return w.normal_(0.0, self.init_std, generator=generator).to(self.weight.device)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """W from the parameterisation's distribution, b = 0 (SPEC section 2)."""
+        """W from the parameterisation's distribution, b = 0 (docs/method.md#models)."""
         with torch.no_grad():
             self.weight.copy_(self.sample_weight(generator))
             if self.bias is not None:

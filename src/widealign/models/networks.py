@@ -1,4 +1,4 @@
-"""The model families of SPEC section 2: conv net, MLP, Add-task RNN, Song et al.'s two-layer net.
+"""The model families of docs/method.md#models: conv net, MLP, Add-task RNN, Song et al.'s two-layer net.
 
 Each is an ordinary ``nn.Module`` whose synaptic layers (``Dense``/``Conv2d``) are registered in
 forward order, the readout last. ``seed`` makes the initialisation reproducible without touching
@@ -18,7 +18,7 @@ from widealign.seeding import generator
 
 NORMS = ("batch-axis", "batchnorm", "none")
 
-#: Strides of the paper's conv-net presets (SPEC section 2); the depth is their length.
+#: Strides of the paper's conv-net presets (docs/method.md#models); the depth is their length.
 CONV_PRESETS: dict[str, list[int]] = {
     "kmnist": [1, 2, 2],
     "cifar10": [1, 1, 1, 2, 1, 2, 1],
@@ -147,7 +147,7 @@ class MLP(nn.Module):
 
 
 class RNN(nn.Module):
-    """The Add-task RNN of SPEC section 2, on inputs of shape (batch, time, input_size).
+    """The Add-task RNN of docs/method.md#models, on inputs of shape (batch, time, input_size).
 
     ``h_t = relu(W_ih x_t / sqrt(input_size) + W_hh h_{t-1} / sqrt(n) + b_h)`` and
     ``o_t = W_ho h_t / sqrt(n) + b_o``, with a trainable initial state ``h_0`` initialised to 0.

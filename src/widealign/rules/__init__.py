@@ -1,4 +1,4 @@
-"""Learning rules by name (SPEC section 3).
+"""Learning rules by name (docs/method.md#learning-rules).
 
 >>> rule = make_rule("align-ada", model)
 >>> loss, output = rule.backward(x, y)   # update left in the parameters' .grad

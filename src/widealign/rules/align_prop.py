@@ -3,7 +3,7 @@
     grad_x = scale * W_l(0)^T grad_y,     grad_W = scale * grad_y x^T (current input),
 
 i.e. fa with ``B = W(0)``. At the first step (``W = W(0)``) it is exactly backprop; in the
-infinite-width limit the weights barely move, so it stays backprop (SPEC sections 1 and 3).
+infinite-width limit the weights barely move, so it stays backprop (docs/method.md#learning-rules).
 """
 
 from __future__ import annotations

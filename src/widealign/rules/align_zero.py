@@ -43,7 +43,8 @@ class AlignZero(InitialState, Rule):
     def apply_initial_vjp(self, x: Tensor, e: Tensor) -> None:
         """Set each current parameter's ``.grad`` to its block of ``J_{theta_0}(x)^T e``.
 
-        Also the core of the "theory" rule of SPEC section 4, where ``e`` is another network's error.
+        Also the core of the "theory" rule (docs/method.md#theory-network), where ``e`` is another
+        network's error.
         """
         tensors = self.initial.tensors()
         if self.variant == "reference" and is_recurrent(self.model):
