@@ -3,8 +3,8 @@
 Two modes, chosen by the config key ``mode``:
 
 * ``score`` (docs/method.md#alignment-score): a :class:`~widealign.diagnostics.TheoryPair` (a bp
-  network and its "theory" shadow, trained from the same initialisation on the same batches). After every epoch
-  it records the bp network's train/held-out loss and accuracy, the theory network's held-out
+  network and its "theory" shadow, trained from the same initialisation on the same batches). After
+  every epoch it records the bp network's train/held-out loss and accuracy, the theory network's held-out
   loss and accuracy (``theory_test_loss``, ``theory_test_acc``) and, per synaptic layer ``i``,
   ``align/i`` and the shuffled control ``align_shuffled/i``. Noise for epoch ``e`` is drawn from a
   stream derived from ``(seed, e)``, so a resumed run gives the numbers of an uninterrupted one.
