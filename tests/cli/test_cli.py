@@ -131,7 +131,7 @@ def test_rules_lists_every_rule_with_one_line(capsys):
     from widealign.rules import RULES
 
     assert main(["rules"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert [line.split()[0] for line in lines] == list(RULES)
     assert all(len(line.split()) > 3 for line in lines)
 

@@ -92,7 +92,8 @@ def test_every_family_is_the_authors_grid(name):
 
 
 def test_every_family_with_a_paper_grid_is_pinned():
-    assert set(family_names()) - set(EXPECTED_GRIDS) == {"song2021"}
+    """song2021 has its own tests; two-routes and relaxation are widealign's, not the paper's."""
+    assert set(family_names()) - set(EXPECTED_GRIDS) == {"song2021", "two-routes", "relaxation"}
 
 
 def test_low_data_batches_follow_the_training_set_size():

@@ -186,8 +186,13 @@ class RunConfig:
         if shape is None:
             return
         sequences = len(shape.input_shape) == 2
+        if is_torchvision_name(self.model) and sequences:
+            raise ValueError(
+                f"{self.model} needs image data (N, C, H, W), not the sequences of {self.dataset!r}; "
+                "use --model rnn"
+            )
         fitting = ("rnn",) if sequences else ("convnet", "mlp")
-        if self.model not in fitting:
+        if self.model not in fitting and not is_torchvision_name(self.model):
             kind = f"sequences of shape {shape.input_shape}" if sequences else f"images {shape.input_shape}"
             raise ValueError(
                 f"model {self.model!r} does not fit data set {self.dataset!r} ({kind}); use --model "

@@ -27,6 +27,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from widealign.experiments.config import RunConfig, build_model, build_optimizer
 from widealign.experiments.runners import validate
 from widealign.experiments.song2021 import Song2021Config, run_song2021
 from widealign.models import CONV_PRESETS
+from widealign.models.vision import is_torchvision_name
 from widealign.rules import make_rule
 from widealign.seeding import generator
 from widealign.train import Trainer, evaluate
@@ -279,6 +281,8 @@ def macs_per_example(cfg: RunConfig) -> int:
     time step's input, recurrent and readout products.
     """
     shape = DATA_SHAPES[cfg.dataset]
+    if is_torchvision_name(cfg.model):
+        return _counted_macs(cfg, shape)
     if cfg.model == "convnet":
         channels, side, _ = shape.input_shape
         strides = cfg.strides if cfg.strides is not None else CONV_PRESETS[cfg.preset]
@@ -296,6 +300,20 @@ def macs_per_example(cfg: RunConfig) -> int:
         return sum(a * b for a, b in zip(sizes, sizes[1:]))
     steps, features = shape.input_shape
     return steps * cfg.width * (features + cfg.width + shape.num_outputs)
+
+
+def _counted_macs(cfg: RunConfig, shape: DataShape) -> int:
+    """A torchvision model's multiply-adds per example, counted by ``torch.utils.flop_counter`` on
+    the meta device (nothing is allocated or computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = SimpleNamespace(name=cfg.dataset, input_shape=shape.input_shape, num_outputs=shape.num_outputs)
+    with torch.device("meta"):
+        model = build_model(replace(cfg, seed=None), data)
+        x = torch.empty((1, *shape.input_shape))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(x)  # eval: BatchNorm accepts a batch of one
+    return counter.get_total_flops() // 2
 
 
 def nominal_macs(task: Task) -> float:

@@ -87,7 +87,8 @@ def torchvision_model(
         raise ValueError(f"{name} needs image data (N, C, H, W), not shape {tuple(input_shape)}")
     channels, height, width = input_shape
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(seed, "model"))
+        if seed is not None:  # None: no draws wanted (a model built on the meta device to count it)
+            torch.manual_seed(derived_seed(seed, "model"))
         extra = {"aux_logits": False, "init_weights": True} if name in ("inception_v3", "googlenet") else {}
         model = torchvision.models.get_model(name, weights=None, num_classes=num_outputs, **extra)
         if channels != 3:
