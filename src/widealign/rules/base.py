@@ -48,7 +48,7 @@ class Rule(nn.Module):
         super().__init__()
         check_variant(type(self), variant)
         self.variant = variant
-        if not self.supports_recurrent and getattr(model, "is_recurrent", False):
+        if not self.supports_recurrent and is_recurrent(model):
             raise ValueError(f"{self.name} supports feed-forward models only, not {type(model).__name__}")
         # Stored outside nn.Module's registry so the model's tensors stay out of the rule's state.
         self.__dict__["model"] = model

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss
 from widealign.models.layers import routed, taps
-from widealign.rules.base import FeedbackState, RecordInputs, Rule
+from widealign.rules.base import FeedbackState, RecordInputs, Rule, is_recurrent
 from widealign.seeding import generator
 
 
@@ -46,7 +46,7 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         super().__init__(model, loss)
         self.seed = seed
         self.tapped = bool(taps(model, "hidden"))
-        if getattr(model, "is_recurrent", False) and not self.tapped:
+        if is_recurrent(model) and not self.tapped:
             raise ValueError(
                 f"dfa on a recurrent model needs its states marked with a Tap('hidden'); "
                 f"{type(model).__name__} has none"
