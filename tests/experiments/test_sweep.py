@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from widealign.experiments.catalogue import Family, Task, family_names, load_family
-from widealign.experiments.sweep import ray_resources, run_sweep, summarise
+from widealign.experiments.sweep import batch_groups, ray_resources, run_sweep, summarise
 
 TINY = Family(
     "tiny", 1, "two rules, two widths", "train",
@@ -249,3 +249,43 @@ def test_a_sweep_into_a_folder_in_use_is_refused_before_any_run(tmp_path):
         holder.kill()
         holder.wait()
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # the killed holder's, now stale
+
+
+SEEDS = Family(
+    "seeds-lr", 1, "one rule and width over seeds and learning rates", "train",
+    {"dataset": "digits", "epochs": 2, "dtype": "float64", "train_size": 200, "rule": "align-zero",
+     "width": 4},
+    [{"seed": [0, 1, 2], "lr": [0.5, 1.0]}],
+)  # fmt: skip
+
+
+def test_runs_that_differ_in_seed_and_lr_train_batched_with_their_separate_numbers(tmp_path):
+    batched = run_sweep(SEEDS, tmp_path / "batched", progress=False)
+    separate = run_sweep(SEEDS, tmp_path / "separate", progress=False, batch_runs=1)
+    assert [r.get("batch_runs") for r in batched] == [6] * 6
+    assert all("batch_runs" not in r for r in separate)
+    for a, b in zip(batched, separate, strict=True):
+        assert a["run_id"] == b["run_id"] and a["status"] == b["status"] == "finished"
+        for ea, eb in zip(a["epochs"], b["epochs"], strict=True):
+            for key in ("train_loss", "test_loss", "test_acc"):
+                assert ea[key] == pytest.approx(eb[key], rel=1e-9)
+        assert (tmp_path / "batched" / a["run_id"] / "checkpoint.pt").exists()
+    # Groups of at most K, and a rerun trains nothing.
+    assert summarise(run_sweep(SEEDS, tmp_path / "batched", progress=False, batch_runs=4)).endswith(
+        "nothing rerun)"
+    )
+    fours = run_sweep(SEEDS, tmp_path / "fours", progress=False, batch_runs=4)
+    assert sorted(r["batch_runs"] for r in fours) == [2, 2, 4, 4, 4, 4]
+
+
+def test_auto_batching_groups_only_runs_whose_steps_are_overhead_bound():
+    small = Family("rnn", 1, "", "train", {"dataset": "add", "width": 16}, [{"seed": list(range(10))}])
+    big = Family("conv", 1, "", "train", {"dataset": "kmnist", "width": 64}, [{"seed": [0, 1]}])
+    assert [len(u) for u in batch_groups(small.tasks())] == [8, 2]
+    assert [len(u) for u in batch_groups(big.tasks())] == [1, 1]
+    assert [len(u) for u in batch_groups(big.tasks(), 2)] == [2]
+    assert [len(u) for u in batch_groups(small.tasks(), 1)] == [1] * 10
+    lr = Family("x", 1, "", "train", {"dataset": "add", "rule": "kolen-pollack"}, [{"lr": [0.1, 0.2]}])
+    assert [len(u) for u in batch_groups(lr.tasks(), 4)] == [1, 1]  # its own step size is the lr
+    with pytest.raises(ValueError, match="batch_runs must be a positive integer"):
+        batch_groups(small.tasks(), 0)

@@ -22,6 +22,7 @@ import widealign
 from widealign.data import DATASETS
 from widealign.experiments.align_runs import align_runs
 from widealign.experiments.bench import bench, format_bench
+from widealign.experiments.bench_batched import bench_batched, format_bench_batched
 from widealign.experiments.catalogue import Family, Task, family_names, load_family, parse_override
 from widealign.experiments.compare import format_table, run_compare
 from widealign.experiments.config import DTYPES, MODELS, OPTIMIZERS, RunConfig, resolve_device
@@ -35,7 +36,15 @@ from widealign.experiments.run import (
     train_run,
 )
 from widealign.experiments.runners import validate
-from widealign.experiments.sweep import EXECUTORS, checked_tasks, other_runs, run_sweep, summarise
+from widealign.experiments.sweep import (
+    DEFAULT_BATCH_RUNS,
+    EXECUTORS,
+    batch_groups,
+    checked_tasks,
+    other_runs,
+    run_sweep,
+    summarise,
+)
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, NORMS
 from widealign.models.layers import PARAMETERIZATIONS
@@ -139,15 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="results/compare", help="default results/compare")
 
     b = sub.add_parser("bench", help="time one step of every rule against bp")
-    b.add_argument("--model", choices=("convnet", "mlp"), default="convnet")
+    b.add_argument(
+        "--model", choices=("convnet", "mlp", "rnn"), default="convnet", help="rnn: --batch-runs only"
+    )
     b.add_argument("--preset", choices=CONV_PRESETS, default="kmnist")
-    b.add_argument("--widths", type=int, nargs="+", default=[64, 256])
-    b.add_argument("--rules", nargs="+", default=list(PAPER_RULES), help="default: the paper's rules")
+    b.add_argument("--widths", type=int, nargs="+", help="default 64 256 (with --batch-runs: 8 to 256)")
+    b.add_argument("--rules", nargs="+", help="default: the paper's rules (with --batch-runs: bp)")
     b.add_argument("--input-shape", type=int, nargs="+", default=[1, 28, 28], help="C H W (default 1 28 28)")
     b.add_argument("--batch-size", type=int, default=100)
     b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--device", default="cpu")
     b.add_argument("--dtype", choices=DTYPES, default="float32")
+    b.add_argument(
+        "--batch-runs", type=int, metavar="K",
+        help="instead: time K runs one after another against K runs as one batched model "
+        "(widths default to 8 16 32 64 128 256, rules to bp)",
+    )  # fmt: skip
     b.add_argument(
         "--contended", action="store_true", help="time again beside one busy process and print the slowdown"
     )
@@ -177,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "gpus_per_node=1, mem_gb=16, ...; cluster=local runs the jobs here), repeatable",
     )  # fmt: skip
     run.add_argument("--tensorboard", metavar="DIR", help="TensorBoard scalars of each run in DIR/<run>")
+    run.add_argument(
+        "--batch-runs", type=int, metavar="K",
+        help="train K runs that differ only in seed (or seed and lr) as one batched model (sequential "
+        f"and process executors; default: up to {DEFAULT_BATCH_RUNS} where it pays, small runs such as "
+        "the Add task's; 1 turns it off)",
+    )  # fmt: skip
     run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
     run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
     run.add_argument(
@@ -310,9 +332,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    batched = args.batch_runs is not None
+    args.rules = args.rules or (["bp"] if batched else list(PAPER_RULES))
+    args.widths = args.widths or ([8, 16, 32, 64, 128, 256] if batched else [64, 256])
     _check_rules(args.rules)
     if args.json:
         check_writable(Path(args.json).parent)
+    if batched:
+        rows = bench_batched(
+            args.batch_runs, model=args.model, preset=args.preset, input_shape=args.input_shape,
+            widths=args.widths, rules=args.rules, batch_size=args.batch_size, repeats=args.repeats,
+            device=args.device, dtype=DTYPES[args.dtype],
+        )  # fmt: skip
+        print(format_bench_batched(rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
+        return 0
     rows = bench(
         model=args.model, widths=args.widths, rules=args.rules, preset=args.preset,
         input_shape=args.input_shape, batch_size=args.batch_size, repeats=args.repeats,
@@ -388,11 +424,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.estimate:
         return _estimate(family, tasks, args)
+    try:
+        units = batch_groups(tasks, args.batch_runs)
+    except ValueError as err:
+        raise UsageError(str(err).replace("batch_runs", "--batch-runs")) from None
     _data_location(args)
     if args.tensorboard:
         check_writable(args.tensorboard)
         os.environ[TENSORBOARD_ENV] = str(Path(args.tensorboard).resolve())
-    print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}")
+    batched = sum(len(u) for u in units if len(u) > 1) if args.executor in ("sequential", "process") else 0
+    largest = max(map(len, units))
+    together = f", {batched} of them in batched groups of up to {largest}" if batched else ""
+    print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}{together}")
     others = other_runs(out, tasks)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
@@ -405,6 +448,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_sweep(
         family, out, args.executor, args.workers, args.ray_address, progress=progress,
         gpus_per_run=args.gpus_per_run, threads=args.threads, slurm_options=slurm_options,
+        batch_runs=args.batch_runs,
     )  # fmt: skip
     print(summarise(results))
     print(f"next: widealign report {out}")

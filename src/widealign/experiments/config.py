@@ -22,7 +22,7 @@ from widealign.data import DATASETS, HOLDOUT_SETS, Dataset
 from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
-from widealign.models.layers import PARAMETERIZATIONS
+from widealign.models.layers import PARAMETERIZATIONS, synaptic_layers
 from widealign.models.vision import is_torchvision_name, torchvision_model
 from widealign.rules import RULES, VARIANTS, check_rule_options
 
@@ -266,6 +266,31 @@ def parameter_count(cfg: RunConfig) -> int | None:
     with torch.device("meta"):
         model = build_model(replace(cfg, seed=None), data)  # no seed: no draws on the CPU
     return sum(p.numel() for p in model.parameters())
+
+
+def outputs_per_call(cfg: RunConfig) -> float | None:
+    """The mean number of output elements of one synaptic-layer call on one training batch.
+
+    Measured on the meta device (nothing allocated, nothing computed). It tells whether a run's
+    steps are dominated by per-operation overhead (small values: the RNN's time steps, small
+    images or batches), which is what batched runs remove. None when the data set's shape is not
+    known without loading it.
+    """
+    cfg = cfg.resolved()
+    shape = DATA_SHAPES.get(cfg.dataset)
+    if shape is None or cfg.model not in MODELS:
+        return None
+    data = SimpleNamespace(name=cfg.dataset, input_shape=shape.input_shape, num_outputs=shape.num_outputs)
+    sizes: list[int] = []
+    with torch.device("meta"), torch.no_grad():
+        model = build_model(replace(cfg, seed=None), data)
+        hooks = [
+            m.register_forward_hook(lambda m, i, o: sizes.append(o.numel())) for m in synaptic_layers(model)
+        ]
+        model(torch.empty(min(cfg.batch_size, shape.n_train), *shape.input_shape))
+    for hook in hooks:
+        hook.remove()
+    return sum(sizes) / len(sizes)
 
 
 def device_memory(device: torch.device) -> int | None:

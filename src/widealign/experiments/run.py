@@ -17,11 +17,13 @@ is a one-line error naming it, and the folder is left as it was.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,18 @@ import torch
 import widealign
 from widealign.data import Dataset, load_dataset
 from widealign.experiments.catalogue import run_identity
-from widealign.experiments.config import RunConfig, build_model, build_optimizer, check_fits, resolve_device
-from widealign.rules import make_rule
+from widealign.experiments.config import (
+    MODELS,
+    RunConfig,
+    build_model,
+    build_optimizer,
+    check_fits,
+    resolve_device,
+)
+from widealign.rules import RULES, make_rule
 from widealign.storage import load_checkpoint, run_lock, write_json_atomic
 from widealign.train import DivergedError, EpochRecord, Trainer
+from widealign.train.batched import BatchedTrainer
 from widealign.train.metrics import METRICS_FILE, TensorBoardLogger, write_metrics_csv
 
 RESULT_FILE = "result.json"
@@ -220,6 +230,67 @@ def train_run(
         return _train(cfg, out, progress, on_epoch, epoch_metrics, kind, tensorboard)
 
 
+class _Run:
+    """One run being trained: its trainer, its result record, and how an epoch is saved."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path | None,
+        data: Dataset,
+        device: torch.device,
+        progress: bool,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        epoch_metrics: list[Callable[[Trainer], dict[str, Any]]] | None,
+        kind: str,
+        tensorboard: str | os.PathLike | None,
+    ) -> None:
+        self.cfg, self.out, self.on_epoch = cfg, out, on_epoch
+        checkpoint = None if out is None else out / CHECKPOINT_FILE
+        state = None if checkpoint is None else read_checkpoint(checkpoint, cfg.as_dict())
+        model = build_model(cfg, data).to(device, cfg.torch_dtype)
+        rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, **rule_arguments(cfg))
+        optimizer = build_optimizer(cfg, model.parameters())
+        self.trainer = Trainer(
+            model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
+            checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
+            eval_train=cfg.eval_train,
+        )  # fmt: skip
+        if state is not None:
+            resume(self.trainer.resume, state, checkpoint)
+        self.record = new_record(kind, cfg.as_dict(), cfg.seed, device)
+        self.board = TensorBoardLogger(tensorboard) if tensorboard is not None else None
+        self.start = time.perf_counter()
+
+    def save(self, epoch_record: EpochRecord | None = None) -> None:
+        """Write the record with the epochs so far (and log ``epoch_record`` where asked)."""
+        self.record["epochs"] = [r.as_dict() for r in self.trainer.history]
+        self.record["wall_seconds"] = sum(r.seconds for r in self.trainer.history)
+        if self.out is not None:
+            write_result(self.record, self.out)
+        if epoch_record is not None and self.board is not None:
+            self.board.log(epoch_record.as_dict())
+        if epoch_record is not None and self.on_epoch is not None:
+            self.on_epoch(epoch_record)
+
+    def finish(self, error: DivergedError | None) -> dict[str, Any]:
+        """Record how the run ended (finished, or diverged with ``error``) and write it."""
+        if self.board is not None:
+            self.board.close()
+        self.record["status"] = "finished" if error is None else "diverged"
+        if error is not None:
+            self.record["error"] = str(error)
+        self.record["resumed_from_epoch"] = self.trainer.resumed_from
+        self.record["session_seconds"] = time.perf_counter() - self.start
+        self.save()
+        return self.record
+
+
+def rule_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments :func:`~widealign.rules.make_rule` gets besides model, loss and seed."""
+    return {"variant": cfg.rule_variant, "lr": cfg.lr, **cfg.rule_options}
+
+
 def _train(
     cfg: RunConfig,
     out: Path | None,
@@ -231,53 +302,108 @@ def _train(
 ) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     check_fits(cfg, device)
-    checkpoint = None if out is None else out / CHECKPOINT_FILE
-    state = None if checkpoint is None else read_checkpoint(checkpoint, cfg.as_dict())
     data = load_data(cfg).to(device, cfg.torch_dtype)
-    model = build_model(cfg, data).to(device, cfg.torch_dtype)
-    rule = make_rule(
-        cfg.rule,
-        model,
-        cfg.loss_name(data),
-        seed=cfg.seed,
-        variant=cfg.rule_variant,
-        lr=cfg.lr,
-        **cfg.rule_options,
-    )
-    optimizer = build_optimizer(cfg, model.parameters())
-    trainer = Trainer(
-        model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
-        checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
-        eval_train=cfg.eval_train,
-    )  # fmt: skip
-    if state is not None:
-        resume(trainer.resume, state, checkpoint)
-    record = new_record(kind, cfg.as_dict(), cfg.seed, device)
-    board = TensorBoardLogger(tensorboard) if tensorboard is not None else None
-    start = time.perf_counter()
-
-    def save(epoch_record: EpochRecord | None = None) -> None:
-        record["epochs"] = [r.as_dict() for r in trainer.history]
-        record["wall_seconds"] = sum(r.seconds for r in trainer.history)
-        if out is not None:
-            write_result(record, out)
-        if epoch_record is not None and board is not None:
-            board.log(epoch_record.as_dict())
-        if epoch_record is not None and on_epoch is not None:
-            on_epoch(epoch_record)
-
+    run = _Run(cfg, out, data, device, progress, on_epoch, epoch_metrics, kind, tensorboard)
+    error = None
     try:
-        trainer.fit(cfg.epochs, on_epoch=save)
-        record["status"] = "finished"
+        run.trainer.fit(cfg.epochs, on_epoch=run.save)
     except DivergedError as err:
-        record["status"], record["error"] = "diverged", str(err)
-    finally:
-        if board is not None:
-            board.close()
-    record["resumed_from_epoch"] = trainer.resumed_from
-    record["session_seconds"] = time.perf_counter() - start
-    save()
-    return record
+        error = err
+    except BaseException:
+        if run.board is not None:
+            run.board.close()
+        raise
+    return run.finish(error)
+
+
+def batch_key(cfg: RunConfig) -> str | None:
+    """What runs must share to train together as one batched run (None if ``cfg`` cannot batch).
+
+    Runs that differ only in seed, or in seed and learning rate, share a key; the learning rate is
+    part of the key where the members must share it (Adam, and rules with their own step size).
+    A run can batch when its rule is batchable and its model one of widealign's own families.
+    """
+    cfg = cfg.resolved()
+    if not RULES[cfg.rule].batchable or cfg.model not in MODELS:
+        return None
+    shared = cfg.as_dict()
+    shared.pop("seed")
+    if cfg.optimizer == "sgd" and "lr" not in inspect.signature(RULES[cfg.rule].__init__).parameters:
+        shared.pop("lr")
+    return json.dumps(shared, sort_keys=True)
+
+
+def train_batched(
+    cfgs: Sequence[RunConfig],
+    outs: Sequence[str | os.PathLike | None],
+    progress: bool = True,
+    tensorboard: Sequence[str | os.PathLike | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train runs that share a :func:`batch_key` as one batched run; their records, in order.
+
+    Each run's folder ends up as its separate run would leave it (``result.json`` with the record,
+    ``checkpoint.pt``, ``metrics.csv``), with ``batch_runs`` (how many trained together) in the
+    record. Runs already ended are returned as they are; the others resume from their checkpoints,
+    together when they stopped at the same epoch, and one by one otherwise.
+    """
+    cfgs = [c.resolved() for c in cfgs]
+    keys = {batch_key(c) for c in cfgs}
+    if len(keys) != 1 or None in keys:
+        raise ValueError("these runs cannot train as one batched run (they differ in more than seed and lr)")
+    boards = list(tensorboard) if tensorboard is not None else [None] * len(cfgs)
+    folders = [None if o is None else check_writable(o) for o in outs]
+    records: list[dict[str, Any] | None] = [None] * len(cfgs)
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            if folder is not None:
+                stack.enter_context(run_lock(folder))
+        for k, (cfg, folder) in enumerate(zip(cfgs, folders)):
+            records[k] = None if folder is None else previous_result(folder, cfg.as_dict())
+        pending = [k for k in range(len(cfgs)) if records[k] is None]
+        if pending:
+            device = resolve_device(cfgs[0].device)
+            check_fits(cfgs[0], device)
+            data = load_data(cfgs[0]).to(device, cfgs[0].torch_dtype)
+            runs = {
+                k: _Run(cfgs[k], folders[k], data, device, False, None, None, "train", boards[k])
+                for k in pending
+            }
+            by_epoch: dict[int, list[int]] = {}
+            for k in pending:
+                by_epoch.setdefault(runs[k].trainer.epoch, []).append(k)
+            for members in by_epoch.values():
+                for k, record in _fit_together([runs[k] for k in members], progress).items():
+                    records[members[k]] = record
+    return records  # type: ignore[return-value]
+
+
+def _fit_together(runs: list[_Run], progress: bool) -> dict[int, dict[str, Any]]:
+    """Train ``runs`` (at one epoch) as one batched run; their finished records by position."""
+    epochs = runs[0].cfg.epochs
+    if len(runs) == 1 or runs[0].trainer.epoch >= epochs:
+        out = {}
+        for k, run in enumerate(runs):
+            run.trainer.progress = progress
+            error = None
+            try:
+                run.trainer.fit(epochs, on_epoch=run.save)
+            except DivergedError as err:
+                error = err
+            out[k] = run.finish(error)
+        return out
+    batched = BatchedTrainer(
+        [r.trainer for r in runs], rule_options=rule_arguments(runs[0].cfg), progress=progress
+    )
+    for run in runs:
+        run.record["batch_runs"] = len(runs)
+    try:
+        diverged = batched.fit(epochs, on_epoch=lambda k, record: runs[k].save(record))
+    except BaseException:
+        for run in runs:
+            if run.board is not None:
+                run.board.close()
+        raise
+    return {k: run.finish(diverged.get(k)) for k, run in enumerate(runs)}
 
 
 def resume(load: Callable[[dict[str, Any]], Any], state: dict[str, Any], path: Path) -> Any:

@@ -69,6 +69,7 @@ class AlignAda(InitialState, Rule):
     """dW_l = (current local Jacobian)^T delta0_l x current input: error via theta_0, local terms current."""
 
     name = "align-ada"
+    batchable = True
     variants = ("default", "reference")
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:

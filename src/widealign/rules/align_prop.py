@@ -17,6 +17,7 @@ class AlignProp(FeedbackAlignment):
     """grad_x = W_l(0)^T grad_y: fa whose feedback is the initial forward weights (copied at creation)."""
 
     name = "align-prop"
+    batchable = True
 
     def initial_feedback(self, seed: int) -> list[Tensor]:
         """Copies of the current (initial) forward weights."""

@@ -27,6 +27,7 @@ class AlignZero(InitialState, Rule):
     """g = J_{theta_0}(x)^T e: the current error e backpropagated through the frozen initial network."""
 
     name = "align-zero"
+    batchable = True
     variants = ("default", "reference")
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:

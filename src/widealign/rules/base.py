@@ -43,6 +43,11 @@ class Rule(nn.Module):
     #: Whether ``rule.feedback[i]`` takes the place of layer i's weight in the backward pass
     #: (fa, align-prop), so that the angle between the two is meaningful.
     feedback_replaces_weight: ClassVar[bool] = False
+    #: Whether K runs of this rule can train as one batched model (:mod:`widealign.train.batched`):
+    #: its state is per weight row (or drawn by :meth:`prepare`), it draws no random numbers while
+    #: training, and its computation is blockwise in the model's groups. Checked by a test that
+    #: each member of a batched run equals its separate run.
+    batchable: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
         super().__init__()
@@ -69,6 +74,12 @@ class Rule(nn.Module):
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def prepare(self, x: Tensor) -> None:
+        """Create any state that depends on the data's shapes (dfa's matrices), from a batch like ``x``.
+
+        The first :meth:`backward` does this by itself; a batched run calls it on each member first.
+        """
 
     def extra_repr(self) -> str:
         variant = "" if self.variant == "default" else f", variant={self.variant}"

@@ -11,6 +11,7 @@ class Backprop(Rule):
     """g = dL/dtheta: the error travels back through the current weights (grad_x = W^T grad_y)."""
 
     name = "bp"
+    batchable = True
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         output = self.model(x)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from widealign.losses import Loss
-from widealign.models.layers import routed, taps
+from widealign.models.layers import grouped_linear, routed, taps
 from widealign.rules.base import FeedbackState, RecordInputs, Rule, is_recurrent
 from widealign.seeding import generator
 
@@ -41,6 +41,7 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
     """dL/du_l = B_l^T e: the output error sent straight to every hidden layer's output."""
 
     name = "dfa"
+    batchable = True
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> None:
         super().__init__(model, loss)
@@ -54,6 +55,22 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         self._init_feedback([None] * len(self.layers))
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        output, hidden, slots = self._pass(x)
+        groups = self.layers[-1].groups
+        projection = sum(grouped_linear(u, self.feedback[i], groups) for u, i in zip(hidden, slots))
+        loss = self.loss_fn(output + (projection - projection.detach()), y)
+        loss.backward()
+        return loss, output
+
+    def prepare(self, x: Tensor) -> None:
+        """Draw the matrices B_l for inputs like ``x`` (one pass without gradients) if not yet drawn."""
+        if all(b is None for b in self.feedback):
+            with torch.no_grad():
+                self._pass(x)
+
+    def _pass(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[int]]:
+        """The current network's output, the hidden outputs u_l and their matrices' slots (drawing
+        the matrices at the first pass)."""
         record = RecordInputs(len(self.layers))
         with routed(self.model, record):
             output = self.model(x)
@@ -69,11 +86,10 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         # (batch, time, outputs): u stays (batch, time, n), and B acts at every step.
         hidden = [u.flatten(output.dim() - 1) for u in hidden]
         if self.feedback[slots[0]] is None:
+            if self.layers[-1].groups > 1:
+                raise RuntimeError("a batched dfa takes its matrices from its members (prepare them first)")
             self._draw(output.shape[-1], dict(zip(slots, (u.shape[-1] for u in hidden))), output)
-        projection = sum(u @ self.feedback[i].T for u, i in zip(hidden, slots))
-        loss = self.loss_fn(output + (projection - projection.detach()), y)
-        loss.backward()
-        return loss, output
+        return output, hidden, slots
 
     def _draw(self, outputs: int, sizes: dict[int, int], like: Tensor) -> None:
         g = generator(self.seed, "feedback")

@@ -30,6 +30,7 @@ class FeedbackAlignment(FeedbackState, Rule):
     """grad_x = B_l^T grad_y, B_l fixed and drawn independently from the forward init distribution."""
 
     name = "fa"
+    batchable = True
     feedback_replaces_weight = True
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> None:

@@ -27,6 +27,7 @@ class InformationAlignment(ObjectiveFeedback):
     """B learns R = alpha*amp + beta*null + gamma*decay on the layer's activity (Kunin et al. 2020)."""
 
     name = "information-alignment"
+    batchable = True
     records_inputs = True
 
     def __init__(

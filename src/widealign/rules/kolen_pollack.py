@@ -25,6 +25,7 @@ class KolenPollack(StoredFeedback):
     """B and W get the same update G plus weight decay, so B - W shrinks by (1 - lr*decay) per step."""
 
     name = "kolen-pollack"
+    batchable = True
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ class Readout(Rule):
     """g_L = dL/dW_L for the readout only; every other layer stays frozen (random features)."""
 
     name = "readout"
+    batchable = True
     variants = ("default", "reference")
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@ class UniformSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = s * sign(W): sign symmetry at the init scale (Liao et al. 2016)."""
 
     name = "usf"
+    batchable = True
 
     def transport(self) -> list[Tensor]:
         return [layer.init_std * layer.weight.detach().sign() for layer in self.layers]
