@@ -124,18 +124,20 @@ def test_a_diverging_member_stops_and_the_others_go_on() -> None:
     assert [r.train_loss for r in members[1].history] == [r.train_loss for r in separate[1].history]
 
 
-def test_members_write_checkpoints_a_separate_run_resumes(tmp_path) -> None:
+@pytest.mark.parametrize("rule", ["align-zero", "dfa", "brsf", "weight-mirror"])
+def test_members_write_checkpoints_a_separate_run_resumes(tmp_path, rule: str) -> None:
     data, loss = _data("convnet")
-    seeds, lrs = [0, 1], [0.05, 0.02]
+    seeds = [0, 1]
+    lrs = [0.05, 0.05] if rule == "weight-mirror" else [0.05, 0.02]
     paths = [tmp_path / f"run{k}.pt" for k in range(2)]
-    members = _trainers("align-zero", "convnet", seeds, lrs, data, loss, checkpoints=paths)
-    BatchedTrainer(members, progress=False).fit(1)
+    members = _trainers(rule, "convnet", seeds, lrs, data, loss, checkpoints=paths)
+    BatchedTrainer(members, progress=False).fit(1)  # the learned-feedback lr comes from the members
     assert load_checkpoint(paths[0])["history"][0]["epoch"] == 1
-    resumed = _trainers("align-zero", "convnet", seeds, lrs, data, loss, checkpoints=paths)
+    resumed = _trainers(rule, "convnet", seeds, lrs, data, loss, checkpoints=paths)
     for t in resumed:
         t.fit(3)
         assert t.resumed_from == 1
-    uninterrupted = _trainers("align-zero", "convnet", seeds, lrs, data, loss)
+    uninterrupted = _trainers(rule, "convnet", seeds, lrs, data, loss)
     for t in uninterrupted:
         t.fit(3)
     _assert_same(uninterrupted, resumed)
@@ -149,3 +151,10 @@ def test_rules_that_cannot_batch_are_refused() -> None:
         members = _trainers(name, "mlp", [0, 1], [0.01, 0.01], data, loss)
         with pytest.raises(ValueError, match=f"{name} cannot train in a batched run"):
             BatchedTrainer(members, progress=False)
+
+
+def test_members_must_share_the_rules_own_settings() -> None:
+    data, loss = _data("mlp")
+    members = _trainers("kolen-pollack", "mlp", [0, 1], [0.1, 0.2], data, loss)
+    with pytest.raises(ValueError, match="must share the rule's lr"):
+        BatchedTrainer(members, progress=False)

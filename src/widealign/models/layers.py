@@ -249,14 +249,20 @@ class Synaptic(nn.Module):
         return 1.0 if self.parameterization == "ntk" else 1.0 / math.sqrt(self.fan_in)
 
     def sample_weight(self, generator: torch.Generator | None = None) -> Tensor:
-        """A fresh draw from the weight's initial distribution (also fa's feedback distribution).
+        """A fresh draw from the weight's initial distribution (also fa's feedback distribution),
+        of :attr:`member_shape` (one member's block in a batched run).
 
         The draw is made on ``generator``'s device (the library's generators are CPU ones) and then
         moved to the weight's, so the same seed gives the same matrix on every device.
         """
         device = self.weight.device if generator is None else generator.device
-        w = torch.empty(self.weight.shape, dtype=self.weight.dtype, device=device)
+        w = torch.empty(self.member_shape, dtype=self.weight.dtype, device=device)
         return w.normal_(0.0, self.init_std, generator=generator).to(self.weight.device)
+
+    @property
+    def member_shape(self) -> torch.Size:
+        """The shape of one block's weight: the weight's shape, or one of ``groups`` equal row blocks."""
+        return torch.Size((self.weight.shape[0] // self.groups, *self.weight.shape[1:]))
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """W from the parameterisation's distribution, b = 0 (docs/method.md#models)."""

@@ -107,7 +107,8 @@ class StackedState:
         return members
 
 
-def _set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
+def set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
+    """Replace the parameter or buffer ``name`` of ``model`` by ``value``, whatever its shape."""
     owner, _, attr = name.rpartition(".")
     module = model.get_submodule(owner) if owner else model
     if attr in module._parameters:
@@ -138,7 +139,7 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
             module.num_features *= size
     for name, value in state.items():
         if isinstance(value, Tensor):
-            _set_tensor(stacked, name, value)
+            set_tensor(stacked, name, value)
     stacked.members = size
     return stacked
 

@@ -18,7 +18,10 @@ class BatchRandomSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = |R| * sign(W), R redrawn every batch (Moskovitz et al. 2018)."""
 
     name = "brsf"
+    batchable = True
 
     def transport(self) -> list[Tensor]:
-        g = self.step_generator("feedback")
-        return [layer.sample_weight(g).abs() * layer.weight.detach().sign() for layer in self.layers]
+        draws = self.step_draws(
+            "feedback", lambda g: [layer.sample_weight(g) for layer in self.layers], [0] * len(self.layers)
+        )
+        return [r.abs() * layer.weight.detach().sign() for r, layer in zip(draws, self.layers)]

@@ -19,6 +19,7 @@ Adam the forward weights get those, B stays on plain SGD.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -60,6 +61,8 @@ class LearnedFeedback(Rule):
         # Python copies are what the draws read, so that no step waits on the device.
         device = self.layers[0].weight.device
         self._seed, self._steps = int(seed), 0
+        #: The members' seeds when this rule trains a batched run (see :meth:`step_draws`).
+        self.member_seeds: list[int] | None = None
         self.register_buffer("seed", torch.tensor(self._seed, dtype=torch.int64, device=device))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.int64, device=device))
 
@@ -73,6 +76,20 @@ class LearnedFeedback(Rule):
     def step_generator(self, purpose: str) -> torch.Generator:
         """A CPU generator for this step's random draws (a function of the seed and the step)."""
         return generator(self._seed, f"{purpose}-{self._steps}")
+
+    def step_draws(
+        self, purpose: str, draws: Callable[[torch.Generator], list[Tensor]], axes: list[int]
+    ) -> list[Tensor]:
+        """This step's random tensors, ``draws(step_generator(purpose))``.
+
+        In a batched run (:mod:`widealign.train.batched`, which sets ``member_seeds``) every member
+        draws its blocks from its own stream, as its separate run would, and tensor ``i`` is the
+        members' blocks concatenated along ``axes[i]``.
+        """
+        if self.member_seeds is None:
+            return draws(self.step_generator(purpose))
+        blocks = [draws(generator(seed, f"{purpose}-{self._steps}")) for seed in self.member_seeds]
+        return [torch.cat(parts, axis) for parts, axis in zip(zip(*blocks), axes, strict=True)]
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         route = _Transport(self.transport(), self.records_inputs)

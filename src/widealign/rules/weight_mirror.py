@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from widealign.losses import Loss
-from widealign.models.layers import Synaptic
+from widealign.models.layers import Conv2d, Synaptic
 from widealign.rules import primitives
 from widealign.rules.learned import ObjectiveFeedback
 
@@ -28,6 +28,7 @@ class WeightMirror(ObjectiveFeedback):
     """B learns B += lr*beta*E[zeta xi^T] - lr*2*alpha*B from noise xi and zeta = W xi (Akrout 2019)."""
 
     name = "weight-mirror"
+    batchable = True
     records_inputs = True
 
     def __init__(
@@ -43,11 +44,19 @@ class WeightMirror(ObjectiveFeedback):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def update_feedback(self, inputs: list[list[Tensor]] | None) -> None:
-        g = self.step_generator("mirror")
-        self._noise = [
-            torch.randn(calls[0].shape, generator=g, dtype=calls[0].dtype).to(calls[0].device)
-            for calls in inputs
-        ]
+        # Noise shaped like each layer's input; in a batched run, one member's block of it (the
+        # channels of a conv layer's input, the last axis of a dense layer's).
+        axes = [1 if isinstance(layer, Conv2d) else -1 for layer in self.layers]
+
+        def draws(g: torch.Generator) -> list[Tensor]:
+            out = []
+            for calls, layer, axis in zip(inputs, self.layers, axes):
+                shape = list(calls[0].shape)
+                shape[axis] //= layer.groups
+                out.append(torch.randn(shape, generator=g, dtype=calls[0].dtype).to(calls[0].device))
+            return out
+
+        self._noise = self.step_draws("mirror", draws, axes)
         super().update_feedback(inputs)
 
     def objective(self, index: int, layer: Synaptic, b: Tensor, inputs: list[Tensor]) -> Tensor:

@@ -39,6 +39,7 @@ from widealign.models.stacked import (
     StackedState,
     member_axis,
     member_outputs,
+    set_tensor,
     stack_inputs,
     stack_models,
 )
@@ -127,9 +128,36 @@ class BatchedTrainer:
         self.rule = make_rule(
             first.rule.name, self.model, MemberLoss(first.rule.loss_fn, self.size), **options
         )
-        self.rule.load_state_dict(self._rule_layout.stacked())
+        # The stacked rule was built with state of its own, shaped for one member where it was
+        # drawn per block: give every entry the stacked shape, then load (which also restores the
+        # Python-side copies some rules keep, such as a step counter).
+        stacked = self._rule_layout.stacked()
+        for name, value in stacked.items():
+            if isinstance(value, Tensor):
+                set_tensor(self.rule, name, value.clone())
+        self.rule.load_state_dict(stacked)
+        self._copy_settings()
+        if hasattr(self.rule, "member_seeds"):  # rules that draw at every step: each member its own
+            self.rule.member_seeds = [int(t.rule.seed) for t in self.members]
         self.optimizer, self._lr = self._stacked_optimizer()
         self.diverged: dict[int, DivergedError] = {}
+
+    def _copy_settings(self) -> None:
+        """Give the stacked rule the members' own settings (a learned-feedback rule's ``lr``, an
+        iteration count): plain public values, which the members must share."""
+        for name, value in vars(self.members[0].rule).items():
+            if (
+                name.startswith("_")
+                or name in ("seed", "training")
+                or not isinstance(value, int | float | str)
+            ):
+                continue
+            values = {getattr(t.rule, name) for t in self.members}
+            if len(values) > 1:
+                raise ValueError(
+                    f"the members of a batched run must share the rule's {name} (got {sorted(values)})"
+                )
+            setattr(self.rule, name, value)
 
     def _stacked_optimizer(self) -> tuple[torch.optim.Optimizer, Tensor | None]:
         """One optimiser over the stacked parameters, and the members' learning rates when they
