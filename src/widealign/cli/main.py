@@ -416,25 +416,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = family.tasks()
     if not (args.dry_run or args.estimate):
         tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run)
+    try:
+        units = batch_groups(tasks, args.batch_runs if args.executor in ("sequential", "process") else 1)
+    except ValueError as err:
+        raise UsageError(str(err).replace("batch_runs", "--batch-runs")) from None
+    batched = sum(len(u) for u in units if len(u) > 1)
+    together = f", {batched} of them in batched groups of up to {max(map(len, units))}" if batched else ""
     if args.dry_run:
         for task in tasks:
             validate(task)
             print(task.run_id)
-        print(f"{len(tasks)} runs")
+        print(f"{len(tasks)} runs{together}")
         return 0
     if args.estimate:
         return _estimate(family, tasks, args)
-    try:
-        units = batch_groups(tasks, args.batch_runs)
-    except ValueError as err:
-        raise UsageError(str(err).replace("batch_runs", "--batch-runs")) from None
     _data_location(args)
     if args.tensorboard:
         check_writable(args.tensorboard)
         os.environ[TENSORBOARD_ENV] = str(Path(args.tensorboard).resolve())
-    batched = sum(len(u) for u in units if len(u) > 1) if args.executor in ("sequential", "process") else 0
-    largest = max(map(len, units))
-    together = f", {batched} of them in batched groups of up to {largest}" if batched else ""
     print(f"widealign run {family.name} (version {family.version}): {len(tasks)} runs into {out}{together}")
     others = other_runs(out, tasks)
     if others:
