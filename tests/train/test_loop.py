@@ -73,10 +73,10 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("rule", ["bp", "align-ada"])
-def test_width_256_conv_net_learns_digits_within_five_epochs(rule):
-    """Chance is 10%; measured after 5 epochs at lr 5: about 60% (bp). 30% leaves 2x headroom."""
+def test_width_64_conv_net_learns_digits_within_five_epochs(rule):
+    """Chance is 10%; measured after 5 epochs at lr 5: 59% (bp), 56% (align-ada). 30% leaves 2x headroom."""
     data = load_digits()
-    model = ConvNet.preset("kmnist", 1, 10, 256, seed=0)
+    model = ConvNet.preset("kmnist", 1, 10, 64, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=5.0)
     history = Trainer(model, make_rule(rule, model), opt, data, 100, 0, progress=False).fit(5)
     assert history[-1].test_acc > 0.30
