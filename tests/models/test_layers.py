@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from widealign.models import BatchAxisNorm, Conv2d, ConvNet, Dense, same_padding, synaptic_layers
 
@@ -161,3 +162,48 @@ def test_synaptic_layers_are_listed_in_forward_order_readout_last():
 def test_bad_layer_arguments_raise_clear_errors(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+class _OpLog(TorchDispatchMode):
+    """Records the aten ops that run inside the block (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("size,stride,padded", [(6, 1, False), (7, 2, False), (6, 2, True)])
+def test_conv_pads_by_copying_only_where_same_padding_is_asymmetric(size, stride, padded):
+    """Symmetric SAME padding is the convolution's own, and the backward pass hands the kernel the
+    real input rather than a stride-0 stand-in it would have to copy."""
+    layer = Conv2d(2, 3, 3, stride).double()
+    x = torch.randn(4, 2, size, size, dtype=f64, requires_grad=True)
+    g = torch.randn_like(layer(x))
+    with _OpLog() as log:
+        torch.autograd.grad(layer(x), (x, layer.weight), g)
+    assert ("aten.constant_pad_nd" in log.ops) == padded
+    assert "aten.expand" not in log.ops
+    assert log.ops.count("aten.convolution_backward") == 1
+
+
+def test_conv_op_with_padding_passes_gradcheck_with_either_gradient_alone():
+    from widealign.models.layers import _Conv2dOp
+
+    x = torch.randn(2, 2, 5, 5, dtype=f64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=f64, requires_grad=True)
+    b = torch.randn(3, dtype=f64, requires_grad=True)
+    fb = torch.randn(3, 2, 3, 3, dtype=f64)
+    assert torch.autograd.gradcheck(lambda x, w, b: _Conv2dOp.apply(x, w, b, w, 0.3, 1, 1, 1, 1), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: _Conv2dOp.apply(x, w, None, w, 0.3, 2, 1, 1, (1, 2)), (x, w))
+    # only the weight needs a gradient (an input layer), or only the input (B is not W)
+    y = _Conv2dOp.apply(x.detach(), w, b, fb, 0.3, 1, 1, 1, 1)
+    g = torch.randn_like(y)
+    (gw,) = torch.autograd.grad(y, w, g)
+    yp = F.conv2d(x.detach(), w, b / 0.3, 1, 1) * 0.3
+    torch.testing.assert_close(gw, torch.autograd.grad(yp, w, g)[0])
+    (gx,) = torch.autograd.grad(_Conv2dOp.apply(x, w.detach(), None, fb, 0.3, 1, 1, 1, 1), x, g)
+    torch.testing.assert_close(gx, torch.autograd.grad(F.conv2d(x, fb, None, 1, 1) * 0.3, x, g)[0])

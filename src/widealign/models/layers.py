@@ -119,6 +119,11 @@ class _GroupedDenseOp(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
+def _grouped_single_channel(w_shape: Sequence[int], groups: int) -> bool:
+    """Whether a weight gradient takes the CPU kernels' slow path (see :func:`conv2d_weight`)."""
+    return groups > 1 and w_shape[1] == 1 and w_shape[0] // groups > 1
+
+
 def conv2d_weight(
     x: Tensor,
     w_shape: Sequence[int],
@@ -126,29 +131,37 @@ def conv2d_weight(
     stride: int | tuple[int, int],
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
+    padding: int | tuple[int, int] = 0,
 ) -> Tensor:
-    """The weight gradient of an unpadded ``conv2d(x, W, stride, dilation, groups)`` for output
+    """The weight gradient of ``conv2d(x, W, stride, padding, dilation, groups)`` for output
     gradient ``g``.
 
     A grouped convolution with one input channel and several output channels per group (the first
     layer of a batched run on grey images) takes a path in the CPU kernels that is about 40 times
     slower than computing each group on its own, so that case is computed group by group.
     """
-    out_per_group = w_shape[0] // groups
-    if groups == 1 or w_shape[1] != 1 or out_per_group == 1:
-        return torch.nn.grad.conv2d_weight(x, w_shape, g, stride, 0, dilation, groups)
-    shape = (out_per_group, *w_shape[1:])
+    if not _grouped_single_channel(w_shape, groups):
+        return torch.nn.grad.conv2d_weight(x, w_shape, g, stride, padding, dilation, groups)
+    shape = (w_shape[0] // groups, *w_shape[1:])
     return torch.cat(
         [
-            torch.nn.grad.conv2d_weight(xk, shape, gk, stride, 0, dilation)
+            torch.nn.grad.conv2d_weight(xk, shape, gk, stride, padding, dilation)
             for xk, gk in zip(x.chunk(groups, 1), g.chunk(groups, 1))
         ]
     )
 
 
 class _Conv2dOp(torch.autograd.Function):
-    """``y = scale * conv(x, W) + b`` (x already padded; any stride, dilation, groups) whose input
-    gradient uses ``B``."""
+    """``y = scale * conv(x, W) + b`` (any stride, dilation, groups; symmetric zero ``padding``
+    done by the convolution itself) whose input gradient uses ``B``.
+
+    The backward pass calls ``aten.convolution_backward`` once for both gradients, with the saved
+    input and ``B`` as the weight (the weight gradient depends on the weight's shape only, and ``B``
+    has ``W``'s). ``torch.nn.grad.conv2d_input`` would instead hand the kernel a stride-0 expanded
+    stand-in for the input, which the CPU kernel copies into a full-size dense tensor every step.
+    A stand-in that is needed (the input or ``B`` was not saved) is an uninitialised ``empty``.
+    The one weight gradient the CPU kernels compute slowly is left to :func:`conv2d_weight`.
+    """
 
     generate_vmap_rule = True
 
@@ -162,15 +175,18 @@ class _Conv2dOp(torch.autograd.Function):
         stride: int | tuple[int, int],
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
+        padding: int | tuple[int, int] = 0,
     ) -> Tensor:
-        y = F.conv2d(x, weight, None, stride, 0, dilation, groups) * scale
+        y = F.conv2d(x, weight, None, stride, padding, dilation, groups) * scale
         return y if bias is None else y + bias[:, None, None]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, weight, bias, feedback, scale, stride, *rest = inputs
-        dilation, groups = (*rest, 1, 1)[:2]
-        ctx.scale, ctx.stride, ctx.dilation, ctx.groups = scale, stride, dilation, groups
+        defaults = (1, 1, 0)
+        dilation, groups, padding = (*rest, *defaults[len(rest) :])[:3]
+        ctx.scale, ctx.groups = scale, groups
+        ctx.stride, ctx.dilation, ctx.padding = _pair(stride), _pair(dilation), _pair(padding)
         ctx.num_inputs = len(inputs)
         ctx.x_shape, ctx.w_shape = x.shape, weight.shape
         ctx.save_for_backward(
@@ -182,16 +198,28 @@ class _Conv2dOp(torch.autograd.Function):
     def backward(ctx: Any, grad_y: Tensor) -> tuple:
         x, feedback = ctx.saved_tensors
         g = grad_y * ctx.scale
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.grad.conv2d_input(
-                ctx.x_shape, feedback, g, ctx.stride, 0, ctx.dilation, ctx.groups
-            )
-        if ctx.needs_input_grad[1]:
-            grad_w = conv2d_weight(x, ctx.w_shape, g, ctx.stride, ctx.dilation, ctx.groups)
+        slow_w = need_w and _grouped_single_channel(ctx.w_shape, ctx.groups)
+        if need_x or (need_w and not slow_w):
+            if x is None:
+                x = g.new_empty(ctx.x_shape)
+            if feedback is None:
+                feedback = g.new_empty(ctx.w_shape)
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                g, x, feedback, None, ctx.stride, ctx.padding, ctx.dilation, False, [0, 0],
+                ctx.groups, (need_x, need_w and not slow_w, False),
+            )  # fmt: skip
+        if slow_w:
+            grad_w = conv2d_weight(x, ctx.w_shape, g, ctx.stride, ctx.dilation, ctx.groups, ctx.padding)
         if ctx.needs_input_grad[2]:
             grad_b = grad_y.sum((0, 2, 3))
         return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
+
+
+def _pair(value: int | Sequence[int]) -> list[int]:
+    """An int or a pair as the two-entry list that ``aten.convolution_backward`` takes."""
+    return [value, value] if isinstance(value, int) else list(value)
 
 
 class Route:
@@ -356,17 +384,28 @@ class Conv2d(Synaptic):
 
     def forward(self, x: Tensor) -> Tensor:
         x, feedback = self._routed(x)
-        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
-        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
-        x = F.pad(x, (left, right, top, bottom))
-        return _Conv2dOp.apply(x, self.weight, self.bias, feedback, self.scale, self.stride, 1, self.groups)
+        x, padding = self._same_padded(x)
+        return _Conv2dOp.apply(
+            x, self.weight, self.bias, feedback, self.scale, self.stride, 1, self.groups, padding
+        )
 
     def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
         """``scale * conv(x, matrix)`` with this layer's padding and stride, no bias (plain torch ops)."""
+        x, padding = self._same_padded(x)
+        return F.conv2d(x, matrix, None, self.stride, padding, 1, self.groups) * self.scale
+
+    def _same_padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``x`` and the padding for the convolution that together give TensorFlow SAME padding.
+
+        Where SAME pads ``(p_h, p_h)`` and ``(p_w, p_w)`` the convolution pads by ``(p_h, p_w)``
+        itself (no padded copy of ``x``); otherwise (a stride-2 conv on an even size pads
+        ``(0, 1)``) ``x`` is padded with ``F.pad`` and the convolution pads nothing.
+        """
         top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
         left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
-        padded = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(padded, matrix, None, self.stride, 0, 1, self.groups) * self.scale
+        if top == bottom and left == right:
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)
 
     def extra_repr(self) -> str:
         return (
