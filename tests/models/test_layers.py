@@ -207,3 +207,54 @@ def test_conv_op_with_padding_passes_gradcheck_with_either_gradient_alone():
     torch.testing.assert_close(gw, torch.autograd.grad(yp, w, g)[0])
     (gx,) = torch.autograd.grad(_Conv2dOp.apply(x, w.detach(), None, fb, 0.3, 1, 1, 1, 1), x, g)
     torch.testing.assert_close(gx, torch.autograd.grad(F.conv2d(x, fb, None, 1, 1) * 0.3, x, g)[0])
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 5, 5), (9, 4)])
+def test_batch_axis_norm_op_is_the_plain_ops_and_their_gradient(shape):
+    norm = BatchAxisNorm()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=f64) * 3 + 1
+    x[:, 0] = 2.0  # a unit constant over the batch: grad is scaled by 1/sqrt(eps)
+    xa, xb = (x.clone().requires_grad_(True) for _ in range(2))
+    ya, yb = norm(xa), norm.plain(xb)
+    assert torch.equal(ya, yb)
+    gy = torch.randn(*shape, generator=g, dtype=f64)
+    (ga,) = torch.autograd.grad(ya, xa, gy)
+    (gb,) = torch.autograd.grad(yb, xb, gy)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12 * float(gb.abs().max()))
+    small = torch.randn(5, 3, 2, 2, generator=g, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(norm, (small,))
+
+
+def test_batch_axis_norm_refuses_a_second_derivative():
+    x = torch.randn(5, 3, dtype=f64, requires_grad=True)
+    (gx,) = torch.autograd.grad(BatchAxisNorm()(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="trying to differentiate twice"):
+        gx.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(100, 16, 14, 14), (8, 3, 5, 5), (1000, 40)])
+def test_batch_axis_norm_gives_the_same_bits_with_one_thread_or_two(shape):
+    g = torch.Generator().manual_seed(0)
+    x, gy = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xa = x.clone().requires_grad_(True)
+            y = BatchAxisNorm()(xa)
+            results.append((y, *torch.autograd.grad(y, xa, gy)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_batch_axis_norm_normalises_bf16_input_in_float32():
+    x = torch.randn(6, 3, 4, 4)
+    y = BatchAxisNorm()(x.bfloat16())
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, BatchAxisNorm().plain(x.bfloat16().float()))
+    xb = x.bfloat16().requires_grad_(True)
+    (gx,) = torch.autograd.grad(BatchAxisNorm()(xb).sum(), xb)
+    assert gx.dtype == torch.bfloat16
