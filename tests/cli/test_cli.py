@@ -52,6 +52,8 @@ from widealign.cli.main import main
         (["train", "--model", "resnet19"], "unknown model 'resnet19'.*torchvision"),
         (["train", "--model", "resnet18", "--dataset", "add"], "resnet18 needs image data"),
         (["run", "width", "--set", "widht=8", "--dry-run"], "unknown configuration key"),
+        (["train", "--autocast", "fp16"], "invalid choice: 'fp16'"),
+        (["run", "width", "--smoke", "--dry-run", "--set", "autocast=fp16"], "unknown autocast 'fp16'"),
         (["run", "width", "--smoke", "--estimate", "--estimate-steps", "0"], "estimate steps must be"),
         (["run", "width", "--smoke", "--estimate", "--set", "width=0"], "width must be a positive integer"),
     ],
@@ -82,6 +84,13 @@ def test_train_prints_epochs_and_writes_result(tmp_path, capsys):
     assert "epoch   2/2" in printed and "test_acc" in printed
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["width"] == 8 and len(result["epochs"]) == 2
+
+
+def test_train_autocast_reaches_the_recorded_configuration(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--width", "4", "--epochs", "1", "--autocast", "bf16", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["config"]["autocast"] == "bf16"
 
 
 def test_diverging_train_exits_1_with_one_line(capsys):

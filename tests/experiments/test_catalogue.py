@@ -158,3 +158,13 @@ def test_a_family_can_select_the_reference_variant():
         validate(task)
     with pytest.raises(ValueError, match="unknown variant"):
         validate(load_family("add").smoke_version().with_overrides({"variant": "tf"}).tasks()[0])
+
+
+def test_the_autocast_field_leaves_existing_run_ids_unchanged():
+    """``rule-bp_seed-100_lr-5.0_d4e48129`` is the id this task had before ``autocast`` existed;
+    naming the default keeps it, and only ``bf16`` makes another run."""
+    before = "rule-bp_seed-100_lr-5.0_d4e48129"
+    family = load_family("seeds").smoke_version()
+    assert family.tasks()[0].run_id == before
+    assert family.with_overrides({"autocast": None}).tasks()[0].run_id == before
+    assert family.with_overrides({"autocast": "bf16"}).tasks()[0].run_id != before

@@ -75,6 +75,7 @@ def test_add_task_trains_the_rnn_with_the_sequence_loss():
         (dict(width=[4, 4], strides=[1, 2, 2]), "2 widths given"),
         (dict(dataset="cifar100"), "unknown dataset"),
         (dict(variant="authors"), "unknown variant"),
+        (dict(autocast="fp16"), "unknown autocast 'fp16'; choose one of bf16 or none"),
         (dict(device="cuda:7"), "CUDA is not available|unknown device"),
     ],
 )
@@ -172,3 +173,22 @@ def test_holdout_is_a_configuration_key_for_the_torchvision_sets_only():
         RunConfig(holdout=300).resolved()
     with pytest.raises(ValueError, match="holdout must be a non-negative integer"):
         RunConfig(dataset="kmnist", holdout=-1).resolved()
+
+
+def test_autocast_is_recorded_and_a_folder_from_before_the_field_still_matches(tmp_path):
+    """``autocast`` is part of the record; a result written without the field (before it existed)
+    is the same run as ``autocast=None`` (run_identity leaves a default-valued added field out),
+    and not the same run as ``autocast="bf16"``."""
+    cfg = RunConfig(rule="bp", **{**SMALL, "epochs": 2, "dtype": "float32"})
+    result = train_run(cfg, tmp_path, progress=False)
+    assert result["config"]["autocast"] is None
+    record = json.loads((tmp_path / "result.json").read_text())
+    del record["config"]["autocast"]
+    (tmp_path / "result.json").write_text(json.dumps(record))
+    again = train_run(cfg, tmp_path, progress=False)
+    assert again.get("already_complete") and again["epochs"] == result["epochs"]
+    with pytest.raises(ValueError, match="different configuration.*autocast"):
+        train_run(RunConfig(**{**cfg.as_dict(), "autocast": "bf16"}), tmp_path, progress=False)
+    bf16 = train_run(RunConfig(**{**cfg.as_dict(), "autocast": "bf16"}), tmp_path / "bf16", progress=False)
+    assert bf16["config"]["autocast"] == "bf16"
+    assert bf16["epochs"][-1]["test_loss"] != result["epochs"][-1]["test_loss"]

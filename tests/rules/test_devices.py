@@ -25,3 +25,23 @@ def test_every_rule_steps_and_keeps_its_state_on_the_models_device(name, family)
     assert state or name in ("bp", "readout") or getattr(rule, "weight_transport", False)  # stateless
     assert {t.device.type for t in state.values()} <= {"meta"}
     assert {p.grad.device.type for p in model.parameters() if p.grad is not None} == {"meta"}
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_steps_under_bf16_autocast_with_float32_updates(name, family):
+    """``--autocast bf16``: forward products in bfloat16 (the layerwise rules' own convolution
+    gradients included), the updates in the parameters' float32, close to the float32 ones."""
+    if family == "rnn" and not RULES[name].supports_recurrent:
+        pytest.skip(f"{name} is feed-forward only")
+    x, y = (t.float() for t in make_batch(family))
+    updates = []
+    for autocast in (False, True):
+        model = make_model(family).float()
+        rule = make_rule(name, model, loss_for(family), seed=0, **fast(name))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            rule.backward(x, y)
+        updates.append([p.grad for p in model.parameters() if p.grad is not None])
+    assert all(g.dtype == torch.float32 for g in updates[1])
+    assert any(not torch.equal(a, b) for a, b in zip(*updates))
+    scale = max(float(a.abs().max()) for a in updates[0])
+    assert max(float((a - b).abs().max()) for a, b in zip(*updates)) < 0.1 * scale

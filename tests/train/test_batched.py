@@ -158,3 +158,17 @@ def test_members_must_share_the_rules_own_settings() -> None:
     members = _trainers("kolen-pollack", "mlp", [0, 1], [0.1, 0.2], data, loss)
     with pytest.raises(ValueError, match="must share the rule's lr"):
         BatchedTrainer(members, progress=False)
+
+
+def test_autocast_runs_train_one_at_a_time() -> None:
+    """A batched run does not take autocast members, and autocast configurations get no batch key."""
+    from widealign.experiments import RunConfig
+    from widealign.experiments.run import batch_key
+
+    data, loss = _data("mlp")
+    trainers = _trainers("fa", "mlp", [0, 1], [0.01, 0.01], data, loss)
+    trainers[1].autocast = "bf16"
+    with pytest.raises(ValueError, match="without autocast"):
+        BatchedTrainer(trainers, progress=False)
+    assert batch_key(RunConfig(rule="fa", width=8)) is not None
+    assert batch_key(RunConfig(rule="fa", width=8, autocast="bf16")) is None

@@ -116,3 +116,36 @@ def test_eval_train_records_the_whole_training_set_loss_after_every_epoch():
     same = evaluate(model, rule.loss_fn, data.train_eval_batches(20), False)[0]
     assert same == history[-1].extra["train_eval_loss"]
     assert make_trainer().fit(1)[0].extra is None  # off by default
+
+
+def autocast_run(dtype: torch.dtype, autocast: str | None, rule: str = "bp"):
+    """Two epochs of a small conv net on digits, every tensor in ``dtype``."""
+    data = small_digits().to(dtype=dtype)
+    model = ConvNet.preset("kmnist", 1, 10, 8, seed=0).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    trainer = Trainer(model, make_rule(rule, model), opt, data, 50, 0, progress=False, autocast=autocast)
+    return strip(trainer.fit(2)), [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa"])
+def test_bf16_autocast_changes_nothing_in_a_float64_run(rule):
+    history, params = autocast_run(torch.float64, None, rule)
+    history_bf16, params_bf16 = autocast_run(torch.float64, "bf16", rule)
+    assert history_bf16 == history
+    assert all(torch.equal(p, q) for p, q in zip(params, params_bf16))
+
+
+def test_bf16_autocast_is_live_in_a_float32_run():
+    history, params = autocast_run(torch.float32, None)
+    history_bf16, params_bf16 = autocast_run(torch.float32, "bf16")
+    assert history_bf16 != history
+    assert all(p.dtype == torch.float32 for p in params_bf16)
+    assert max(float((p - q).abs().max()) for p, q in zip(params, params_bf16)) > 1e-4
+    # bfloat16 keeps 8 bits of mantissa: the same training, only rounded differently
+    assert abs(history_bf16[-1][1] - history[-1][1]) < 0.1 * history[-1][1]
+
+
+def test_unknown_autocast_is_a_one_line_error():
+    t = make_trainer()
+    with pytest.raises(ValueError, match="unknown autocast 'fp16'; choose one of bf16 or none"):
+        Trainer(t.model, t.rule, t.optimizer, t.data, 50, autocast="fp16")

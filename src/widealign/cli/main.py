@@ -52,6 +52,7 @@ from widealign.report import report
 from widealign.rules import RULES, VARIANTS, rule_options
 from widealign.system import set_threads
 from widealign.train import EpochRecord
+from widealign.train.loop import AUTOCAST_DTYPES
 
 #: The rules of the paper and its baselines: what compare and bench run unless told otherwise.
 PAPER_RULES = ("bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa")
@@ -111,6 +112,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument(
+        "--autocast", choices=list(AUTOCAST_DTYPES),
+        help="bf16: train and evaluate under bfloat16 autocast (default off; no effect with float64)",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads(p)
 
@@ -259,7 +264,7 @@ def _config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
-        official_test=args.official_test, eval_train=args.eval_train, **fields,
+        official_test=args.official_test, eval_train=args.eval_train, autocast=args.autocast, **fields,
     )  # fmt: skip
 
 

@@ -39,9 +39,20 @@ else:  # pragma: no cover - Python 3.10
 PLACEMENT_KEYS = ("device",)
 
 
+#: Configuration fields added after results were first recorded, with the value every run recorded
+#: without them had. A field at that value is left out of a run's identity, so that older result
+#: folders, checkpoints and run ids still match the runs that reproduce them.
+ADDED_DEFAULTS: dict[str, Any] = {"autocast": None}
+
+
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without its :data:`PLACEMENT_KEYS`: what makes two runs the same run."""
-    return {k: v for k, v in config.items() if k not in PLACEMENT_KEYS}
+    """``config`` without its :data:`PLACEMENT_KEYS` and without fields at their
+    :data:`ADDED_DEFAULTS`: what makes two runs the same run."""
+    return {
+        k: v
+        for k, v in config.items()
+        if k not in PLACEMENT_KEYS and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])
+    }
 
 
 @dataclass(frozen=True)

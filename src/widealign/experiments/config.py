@@ -25,6 +25,7 @@ from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS, synaptic_layers
 from widealign.models.vision import is_torchvision_name, torchvision_model
 from widealign.rules import RULES, VARIANTS, check_rule_options
+from widealign.train.loop import check_autocast
 
 #: The library's own families; any torchvision classification model name (resnet18, vgg11, ...)
 #: is accepted too and converted (:func:`widealign.models.vision.torchvision_model`).
@@ -79,8 +80,9 @@ class RunConfig:
     training images held out for evaluation (MNIST, KMNIST, CIFAR-10; default the paper's 5,000,
     the first ones of the files); ``official_test`` evaluates on the official test set instead.
     ``eval_train`` re-evaluates the whole training set after every epoch (default: on for the Add
-    task). Where the data files live is not part of the configuration: see
-    :func:`widealign.experiments.run.load_data`.
+    task). ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
+    (:func:`widealign.train.loop.autocast_region`; a no-op for ``dtype="float64"``). Where the data
+    files live is not part of the configuration: see :func:`widealign.experiments.run.load_data`.
     """
 
     rule: str = "bp"
@@ -107,6 +109,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    autocast: str | None = None
     rule_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +140,7 @@ class RunConfig:
                 )
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, DTYPES)
+        check_autocast(self.autocast)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("norm", self.norm, NORMS)
         if self.loss is not None:

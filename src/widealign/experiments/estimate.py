@@ -139,7 +139,9 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
         **cfg.rule_options,
     )
     optimizer = build_optimizer(replace(cfg, lr=TIMING_LR), model.parameters())
-    trainer = Trainer(model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False)
+    trainer = Trainer(
+        model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False, autocast=cfg.autocast
+    )
     held_out = functools.partial(evaluate, model, rule.loss_fn, classification=trainer.classification)
     x, y = data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size]
     timed(device, functools.partial(train_step, rule, optimizer, x, y))

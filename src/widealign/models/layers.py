@@ -161,6 +161,8 @@ class _Conv2dOp(torch.autograd.Function):
     stand-in for the input, which the CPU kernel copies into a full-size dense tensor every step.
     A stand-in that is needed (the input or ``B`` was not saved) is an uninitialised ``empty``.
     The one weight gradient the CPU kernels compute slowly is left to :func:`conv2d_weight`.
+    Under autocast the forward convolution runs in the lower precision and the backward pass in
+    the dtype of the saved input and ``B``.
     """
 
     generate_vmap_rule = True
@@ -197,7 +199,8 @@ class _Conv2dOp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor) -> tuple:
         x, feedback = ctx.saved_tensors
-        g = grad_y * ctx.scale
+        # under autocast grad_y may be bfloat16 while x and B are not: compute in theirs
+        g = (grad_y * ctx.scale).to((x if x is not None else feedback).dtype)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = grad_b = None
         slow_w = need_w and _grouped_single_channel(ctx.w_shape, ctx.groups)

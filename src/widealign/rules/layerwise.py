@@ -136,7 +136,8 @@ class Chain:
         layer = self.layers[index]
         if isinstance(layer, Conv2d):
             padded = _pad(layer, like).shape
-            full = torch.nn.grad.conv2d_input(padded, matrix, g * layer.scale, layer.stride)
+            g = (g * layer.scale).to(matrix.dtype)  # bfloat16 under autocast; conv backward needs one dtype
+            full = torch.nn.grad.conv2d_input(padded, matrix, g, layer.stride)
             top, _ = same_padding(like.shape[-2], layer.kernel_size, layer.stride)
             left, _ = same_padding(like.shape[-1], layer.kernel_size, layer.stride)
             return full[..., top : top + like.shape[-2], left : left + like.shape[-1]]
@@ -146,7 +147,8 @@ class Chain:
         """``g x^T`` in the weight's layout, summed over the batch (and positions, for a conv)."""
         layer = self.layers[index]
         if isinstance(layer, Conv2d):
-            return torch.nn.grad.conv2d_weight(_pad(layer, x), layer.weight.shape, g, layer.stride)
+            x = _pad(layer, x)
+            return torch.nn.grad.conv2d_weight(x, layer.weight.shape, g.to(x.dtype), layer.stride)
         return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:

@@ -15,6 +15,12 @@ training device, shuffled by the trainer's own seeded generator) or any re-itera
 batches, such as a ``torch.utils.data.DataLoader``, with the held-out batches as ``test_data``
 (:class:`BatchIterables`); such batches are moved to the model's device and dtype as they come.
 
+With ``autocast="bf16"`` every ``rule.backward`` and every evaluation runs under
+``torch.autocast(device_type, dtype=torch.bfloat16)``: matrix products and convolutions of the
+forward pass in bfloat16, the parameters, their updates and the optimiser in the parameters' dtype.
+For a float64 model it is a no-op (no autocast region is entered; torch's autocast would leave
+float64 ops alone anyway), so a float64 run gives the same numbers with or without it.
+
 A checkpoint written after every epoch (atomically) holds the model, the rule state, the
 optimiser, the shuffling generator, the history and the run's configuration, so a resumed run
 continues with exactly the numbers an uninterrupted run would have produced, and a caller can
@@ -24,6 +30,7 @@ opened with ``torch.load(weights_only=True)`` (:func:`widealign.storage.load_che
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -40,6 +47,9 @@ from widealign.data.base import Dataset
 from widealign.rules.base import Rule
 from widealign.seeding import generator
 from widealign.storage import load_checkpoint, save_atomic
+
+#: ``autocast`` values and the lower-precision dtype each one computes in.
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16}
 
 #: Format 2 added the configuration; format 1 checkpoints are refused (they cannot be checked).
 CHECKPOINT_FORMAT = 2
@@ -97,6 +107,22 @@ def evaluate(
     if n == 0:
         return None, None
     return total_loss / n, (hits / n if classification else None)
+
+
+def check_autocast(autocast: str | None) -> None:
+    """A one-line ValueError unless ``autocast`` is None or one of :data:`AUTOCAST_DTYPES`."""
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"unknown autocast {autocast!r}; choose one of {', '.join(AUTOCAST_DTYPES)} or none")
+
+
+def autocast_region(model: nn.Module, autocast: str | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on the model's device for ``autocast`` (see the module docstring); a
+    no-op context without it or for a float64 model."""
+    check_autocast(autocast)
+    ref = next(model.parameters(), None)
+    if autocast is None or ref is None or ref.dtype == torch.float64:
+        return contextlib.nullcontext()
+    return torch.autocast(ref.device.type, dtype=AUTOCAST_DTYPES[autocast])
 
 
 class BatchIterables:
@@ -173,6 +199,8 @@ class Trainer:
             resume can be checked against it.
         eval_train: after every epoch, evaluate the whole training set (``data.train_eval_batches``)
             and record ``train_eval_loss`` and ``train_eval_acc``.
+        autocast: None (default) or ``"bf16"``: run the rule's steps and the evaluations under
+            bfloat16 autocast (a no-op for a float64 model; see the module docstring).
     """
 
     def __init__(
@@ -190,7 +218,9 @@ class Trainer:
         test_data: Iterable[tuple[Tensor, Tensor]] | None = None,
         task: str | None = None,
         eval_train: bool = False,
+        autocast: str | None = None,
     ) -> None:
+        check_autocast(autocast)
         if rule.model is not model:
             raise ValueError("the rule is bound to a different model")
         if not hasattr(data, "train_batches"):
@@ -207,6 +237,7 @@ class Trainer:
         self.progress = progress
         self.config = dict(config or {})
         self.eval_train = eval_train
+        self.autocast = autocast
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
@@ -223,14 +254,16 @@ class Trainer:
     def evaluate(self) -> tuple[float | None, float | None]:
         """Held-out loss and accuracy of the current network (None, None without held-out data)."""
         held_out = self.data.test_batches(self.batch_size)
-        return evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
+        with autocast_region(self.model, self.autocast):
+            return evaluate(self.model, self.rule.loss_fn, held_out, self.classification)
 
     def train_epoch(self) -> tuple[float, float | None]:
         """One pass over the shuffled training set; returns its mean loss and accuracy."""
         self.model.train()
         total_loss, hits, n = 0.0, 0, 0
         for step, (xb, yb) in enumerate(self.data.train_batches(self.batch_size, self.shuffle)):
-            loss, out = self.rule.backward(xb, yb)
+            with autocast_region(self.model, self.autocast):
+                loss, out = self.rule.backward(xb, yb)
             if not math.isfinite(float(loss)):
                 raise DivergedError(self.epoch + 1, step, float(loss))
             self.optimizer.step()
@@ -259,7 +292,8 @@ class Trainer:
                 extra: dict[str, Any] = {}
                 if self.eval_train:
                     batches = self.data.train_eval_batches(self.batch_size)
-                    loss, acc = evaluate(self.model, self.rule.loss_fn, batches, self.classification)
+                    with autocast_region(self.model, self.autocast):
+                        loss, acc = evaluate(self.model, self.rule.loss_fn, batches, self.classification)
                     extra |= {"train_eval_loss": loss, "train_eval_acc": acc}
                 for metric in self.epoch_metrics:
                     extra |= metric(self)
