@@ -60,7 +60,12 @@ def timed(device: torch.device, fn: Callable[[], Any]) -> float:
 
 class BareLoop:
     """The benchmarked network as a hand-written PyTorch training step, independent of widealign's
-    layers and rules: the same weights, SAME padding, batch-axis normalisation, mse loss and SGD."""
+    layers and rules: the same weights, SAME padding, batch-axis normalisation, mse loss and SGD.
+
+    Plain ops and autograd throughout: symmetric SAME padding is ``F.conv2d``'s own ``padding``
+    (as widealign's layers do it), asymmetric padding an ``F.pad``; the normalisation is the plain
+    ops of ``BatchAxisNorm.plain``, whose gradient autograd's rounding makes equal to widealign's
+    hand-written one only up to float tolerance."""
 
     def __init__(self, net: nn.Module, lr: float = 1e-3) -> None:
         self.layers = [
@@ -82,7 +87,11 @@ class BareLoop:
                     h = F.relu(h)
                 top, bottom = same_padding(h.shape[-2], k, stride)
                 left, right = same_padding(h.shape[-1], k, stride)
-                h = F.conv2d(F.pad(h, (left, right, top, bottom)), w, None, stride) * scale + b[:, None, None]
+                if top == bottom and left == right:
+                    h = F.conv2d(h, w, None, stride, (top, left))
+                else:
+                    h = F.conv2d(F.pad(h, (left, right, top, bottom)), w, None, stride)
+                h = h * scale + b[:, None, None]
                 mean = h.mean(0, keepdim=True)
                 h = (h - mean) / torch.sqrt((h - mean).square().mean(0, keepdim=True) + self.eps)
             else:
