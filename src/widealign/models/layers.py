@@ -429,8 +429,9 @@ class _BatchAxisNormOp(torch.autograd.Function):
     in four elementwise passes and two batch-axis reductions, instead of the dozen or so that
     autograd records for the plain ops. The forward arithmetic is the plain ops' own (the same
     ``y`` to the bit). Only reductions over the leading axis are used (each unit's sum runs over
-    the batch in one fixed order), so the results do not depend on torch's thread count; torch's
-    native batch-norm kernel is avoided because its results do.
+    the batch in one fixed order), so the results do not depend on torch's thread count. torch's
+    native batch-norm kernel is not used: an earlier version with it broke the bit-identity of a
+    process-pool sweep with the sequential one.
 
     Lower-precision input (under bf16 autocast) is normalised in float32 and ``y`` is float32. The
     backward pass is not itself differentiable (``once_differentiable``: a second derivative raises
