@@ -463,8 +463,8 @@ class _BatchAxisNormOp(torch.autograd.Function):
             return None, None
         y, inv_std = ctx.saved_tensors
         g = g.to(y.dtype)
-        grad = g - g.mean(0, keepdim=True)
-        grad.addcmul_(y, (g * y).mean(0, keepdim=True), value=-1.0).mul_(inv_std)
+        grad = torch.addcmul(g - g.mean(0, keepdim=True), y, (g * y).mean(0, keepdim=True), value=-1.0)
+        grad.mul_(inv_std)
         return grad.to(ctx.x_dtype), None
 
 
