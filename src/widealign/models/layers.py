@@ -270,8 +270,9 @@ class Synaptic(nn.Module):
             scale = 1.0 / math.sqrt(fan_in) if parameterization == "ntk" else 1.0
         self.scale = float(scale)
         #: Independent blocks the layer computes (the members of a batched run,
-        #: :mod:`widealign.models.stacked`); 1 for an ordinary layer.
-        self.groups = 1
+        #: :mod:`widealign.models.stacked`); 1 for an ordinary layer. Not a layer's own grouping
+        #: (a converted grouped convolution has ``groups``): stacking multiplies that by K.
+        self.members = 1
         self._route: tuple[Route, int] | None = None
 
     @property
@@ -293,7 +294,7 @@ class Synaptic(nn.Module):
     @property
     def member_shape(self) -> torch.Size:
         """The shape of one block's weight: the weight's shape, or one of ``groups`` equal row blocks."""
-        return torch.Size((self.weight.shape[0] // self.groups, *self.weight.shape[1:]))
+        return torch.Size((self.weight.shape[0] // self.members, *self.weight.shape[1:]))
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """W from the parameterisation's distribution, b = 0 (docs/method.md#models)."""
@@ -337,13 +338,13 @@ class Dense(Synaptic):
 
     def forward(self, x: Tensor) -> Tensor:
         x, feedback = self._routed(x)
-        if self.groups > 1:
-            return _GroupedDenseOp.apply(x, self.weight, self.bias, feedback, self.scale, self.groups)
+        if self.members > 1:
+            return _GroupedDenseOp.apply(x, self.weight, self.bias, feedback, self.scale, self.members)
         return _DenseOp.apply(x, self.weight, self.bias, feedback, self.scale)
 
     def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
         """``scale * matrix x`` on the last axis, no bias (plain torch ops, differentiable in both)."""
-        return grouped_linear(x, matrix, self.groups) * self.scale
+        return grouped_linear(x, matrix, self.members) * self.scale
 
     def extra_repr(self) -> str:
         return (
@@ -389,13 +390,13 @@ class Conv2d(Synaptic):
         x, feedback = self._routed(x)
         x, padding = self._same_padded(x)
         return _Conv2dOp.apply(
-            x, self.weight, self.bias, feedback, self.scale, self.stride, 1, self.groups, padding
+            x, self.weight, self.bias, feedback, self.scale, self.stride, 1, self.members, padding
         )
 
     def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
         """``scale * conv(x, matrix)`` with this layer's padding and stride, no bias (plain torch ops)."""
         x, padding = self._same_padded(x)
-        return F.conv2d(x, matrix, None, self.stride, padding, 1, self.groups) * self.scale
+        return F.conv2d(x, matrix, None, self.stride, padding, 1, self.members) * self.scale
 
     def _same_padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``x`` and the padding for the convolution that together give TensorFlow SAME padding.

@@ -1,7 +1,7 @@
 """K models of one architecture as one model: the members of a batched run.
 
 A *stacked* model computes K independent networks in one pass. Every synaptic layer becomes K
-blocks (``groups = K``: a grouped convolution, or K dense products in one ``einsum``), and every
+blocks (``members = K``: a grouped convolution, or K dense products in one ``einsum``), and every
 parameter and buffer of the stacked model is its members' tensors concatenated along the first
 axis, the output-unit axis of a weight, bias, initial state or normalisation statistic:
 
@@ -121,7 +121,7 @@ def set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
 def stack_models(models: Sequence[nn.Module]) -> nn.Module:
     """One model that computes all of ``models`` (same family and sizes) at once.
 
-    The stacked model is a copy of the first member with ``groups = K`` in every synaptic layer and
+    The stacked model is a copy of the first member with ``members = K`` in every synaptic layer and
     the members' parameters and buffers concatenated; ``model.members`` is K. Its parameters are
     new tensors: training it does not change the members (:func:`split_into` writes it back).
     """
@@ -134,7 +134,7 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
     size = len(models)
     for module in stacked.modules():
         if isinstance(module, Synaptic):
-            module.groups = size
+            module.members = size
         elif isinstance(module, nn.BatchNorm2d):
             module.num_features *= size
     for name, value in state.items():

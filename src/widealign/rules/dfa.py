@@ -56,7 +56,7 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         output, hidden, slots = self._pass(x)
-        groups = self.layers[-1].groups
+        groups = self.layers[-1].members
         projection = sum(grouped_linear(u, self.feedback[i], groups) for u, i in zip(hidden, slots))
         loss = self.loss_fn(output + (projection - projection.detach()), y)
         loss.backward()
@@ -86,7 +86,7 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         # (batch, time, outputs): u stays (batch, time, n), and B acts at every step.
         hidden = [u.flatten(output.dim() - 1) for u in hidden]
         if self.feedback[slots[0]] is None:
-            if self.layers[-1].groups > 1:
+            if self.layers[-1].members > 1:
                 raise RuntimeError("a batched dfa takes its matrices from its members (prepare them first)")
             self._draw(output.shape[-1], dict(zip(slots, (u.shape[-1] for u in hidden))), output)
         return output, hidden, slots

@@ -52,7 +52,7 @@ class WeightMirror(ObjectiveFeedback):
             out = []
             for calls, layer, axis in zip(inputs, self.layers, axes):
                 shape = list(calls[0].shape)
-                shape[axis] //= layer.groups
+                shape[axis] //= layer.members
                 out.append(torch.randn(shape, generator=g, dtype=calls[0].dtype).to(calls[0].device))
             return out
 
