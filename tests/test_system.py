@@ -72,3 +72,21 @@ def test_cli_threads_flag_sets_the_pool(capsys):
         assert "threads must be a positive integer" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def _wait_policy(code: str, env: dict[str, str]) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_importing_widealign_first_makes_waiting_openmp_threads_sleep():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    assert _wait_policy(f"import widealign; {show}", env) == "PASSIVE"
+    assert _wait_policy(f"import widealign; {show}", env | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _wait_policy(f"import torch, widealign; {show}", env) == "None"

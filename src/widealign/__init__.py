@@ -4,7 +4,16 @@ The public API re-exports the pieces most users need; everything else lives in t
 ``models``, ``rules``, ``data``, ``train``, ``diagnostics`` and ``experiments``.
 """
 
+import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
+
+# Before torch loads its OpenMP runtime (which reads this once): threads waiting for a partner
+# sleep instead of spinning, so a step does not collapse when another process holds a core
+# (docs/performance.md#a-shared-machine). A value set by the user is kept; a program that
+# imported torch before widealign keeps OpenMP's default.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     __version__ = version("widealign")
