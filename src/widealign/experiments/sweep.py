@@ -134,14 +134,18 @@ def run_group(
     return results
 
 
-def _batch_key(task: Task, auto: bool) -> str | None:
+def _batch_key(task: Task, auto: bool, sizes: dict[str, float | None]) -> str | None:
+    """The task's batch key, or None where it runs alone; ``sizes`` caches outputs_per_call by key
+    (runs that share a key share it), so a family of hundreds of runs builds few meta models."""
     if task.kind != "train":
         return None
     try:
         cfg = RunConfig(**task.config)
         key = batch_key(cfg)
         if key is not None and auto:
-            size = outputs_per_call(cfg)
+            if key not in sizes:
+                sizes[key] = outputs_per_call(cfg)
+            size = sizes[key]
             key = key if size is not None and size <= AUTO_BATCH_LIMIT else None
         return key
     except (TypeError, ValueError):  # an invalid configuration runs (and fails) on its own
@@ -161,8 +165,9 @@ def batch_groups(tasks: Sequence[Task], size: int | None = None) -> list[list[Ta
     size = DEFAULT_BATCH_RUNS if size is None else size
     groups: dict[str, list[list[Task]]] = {}
     units: list[list[Task]] = []
+    sizes: dict[str, float | None] = {}
     for task in tasks:
-        key = _batch_key(task, auto) if size > 1 else None
+        key = _batch_key(task, auto, sizes) if size > 1 else None
         if key is None:
             units.append([task])
             continue
