@@ -67,3 +67,18 @@ def test_bench_reports_the_yardsticks_and_the_contended_slowdown():
 def test_bench_refuses_bad_input_before_any_work(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bench(**{"widths": [2], **kwargs})
+
+
+def test_bench_batched_times_separate_and_batched_steps_and_refuses_bad_input():
+    from widealign.experiments.bench_batched import bench_batched, format_bench_batched
+
+    rows = bench_batched(2, model="rnn", widths=[4], rules=["bp", "fa"], input_shape=[5, 1], batch_size=4,
+                         repeats=1, warmup=0)  # fmt: skip
+    assert [(r["width"], r["rule"], r["members"]) for r in rows] == [(4, "bp", 2), (4, "fa", 2)]
+    for r in rows:
+        assert r["speedup"] == pytest.approx(r["separate_seconds"] / r["batched_seconds"])
+    assert "speed-up" in format_bench_batched(rows)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        bench_batched(1, widths=[4])
+    with pytest.raises(ValueError, match="pal cannot train in a batched run"):
+        bench_batched(2, model="mlp", widths=[4], rules=["pal"], input_shape=[4])

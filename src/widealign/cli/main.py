@@ -350,16 +350,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             device=args.device, dtype=DTYPES[args.dtype],
         )  # fmt: skip
         print(format_bench_batched(rows))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=2)
-        return 0
-    rows = bench(
-        model=args.model, widths=args.widths, rules=args.rules, preset=args.preset,
-        input_shape=args.input_shape, batch_size=args.batch_size, repeats=args.repeats,
-        device=args.device, dtype=DTYPES[args.dtype], contended=args.contended,
-    )  # fmt: skip
-    print(format_bench(rows))
+    else:
+        rows = bench(
+            model=args.model, widths=args.widths, rules=args.rules, preset=args.preset,
+            input_shape=args.input_shape, batch_size=args.batch_size, repeats=args.repeats,
+            device=args.device, dtype=DTYPES[args.dtype], contended=args.contended,
+        )  # fmt: skip
+        print(format_bench(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

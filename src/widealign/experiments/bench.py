@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from widealign.experiments.config import resolve_device
-from widealign.models import MLP, Conv2d, ConvNet, same_padding, synaptic_layers
+from widealign.models import MLP, RNN, Conv2d, ConvNet, same_padding, synaptic_layers
 from widealign.rules import RULES, Rule, make_rule
 
 
@@ -127,6 +127,18 @@ def matmul_rate(
     return 2 * n**3 / seconds
 
 
+def bench_model(
+    model: str, width: int, preset: str, input_shape: Sequence[int], outputs: int, seed: int
+) -> nn.Module:
+    """The benchmarked network: the conv-net preset, an MLP with two hidden layers of ``width``, or
+    the RNN (``input_shape`` T F, ``width`` hidden units)."""
+    if model == "convnet":
+        return ConvNet.preset(preset, input_shape[0], outputs, width, seed=seed)
+    if model == "rnn":
+        return RNN(input_shape[-1], width, outputs, seed=seed)
+    return MLP(int(torch.tensor(input_shape).prod()), outputs, [width, width], seed=seed)
+
+
 def busy_process() -> subprocess.Popen:
     """A background process that keeps one core busy until it is killed."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -161,12 +173,9 @@ def bench(
     rate = matmul_rate(dev, dtype)
     rows = []
     for width in widths:
-        if model == "convnet":
-            net = ConvNet.preset(preset, input_shape[0], outputs, width, seed=seed)
-        elif model == "mlp":
-            net = MLP(int(torch.tensor(input_shape).prod()), outputs, [width, width], seed=seed)
-        else:
+        if model not in ("convnet", "mlp"):
             raise ValueError(f"bench supports the convnet and the mlp, not {model!r}")
+        net = bench_model(model, width, preset, input_shape, outputs, seed)
         g = torch.Generator().manual_seed(seed)
         x = torch.rand(batch_size, *input_shape, generator=g).to(dev, dtype)
         y = torch.randn(batch_size, outputs, generator=g).to(dev, dtype)

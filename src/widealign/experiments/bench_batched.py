@@ -16,9 +16,8 @@ import torch
 from torch import Tensor
 
 from widealign.data.base import Dataset
-from widealign.experiments.bench import _check_bench, _interleaved, train_step
+from widealign.experiments.bench import _check_bench, _interleaved, bench_model, train_step
 from widealign.experiments.config import resolve_device
-from widealign.models import MLP, RNN, ConvNet
 from widealign.models.stacked import member_axis, stack_inputs
 from widealign.rules import RULES, make_rule
 from widealign.train.batched import BatchedTrainer
@@ -67,12 +66,7 @@ def bench_batched(
         for name in rules:
             trainers = []
             for seed in range(size):
-                if model == "convnet":
-                    net = ConvNet.preset(preset, input_shape[0], outputs, width, seed=seed)
-                elif model == "rnn":
-                    net = RNN(input_shape[-1], width, outputs, seed=seed)
-                else:
-                    net = MLP(int(torch.tensor(input_shape).prod()), outputs, [width, width], seed=seed)
+                net = bench_model(model, width, preset, input_shape, outputs, seed)
                 net = net.to(dev, dtype)
                 rule = make_rule(name, net, "sequence-mse" if model == "rnn" else "mse", seed=seed, lr=1e-3)
                 opt = torch.optim.SGD(net.parameters(), lr=1e-3 * (1 + seed))

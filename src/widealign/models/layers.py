@@ -35,38 +35,6 @@ from torch import Tensor, nn
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
-class _DenseOp(torch.autograd.Function):
-    """``y = scale * x W^T + b`` whose input gradient is ``scale * grad_y B``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float) -> Tensor:
-        y = F.linear(x, weight) * scale
-        return y if bias is None else y + bias
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, feedback, scale = inputs
-        ctx.scale = scale
-        ctx.x_shape = x.shape
-        ctx.save_for_backward(
-            x if ctx.needs_input_grad[1] else None,
-            feedback if ctx.needs_input_grad[0] else None,
-        )
-
-    @staticmethod
-    def backward(ctx: Any, grad_y: Tensor) -> tuple:
-        x, feedback = ctx.saved_tensors
-        g = grad_y * ctx.scale
-        grad_x = g @ feedback if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-        grad_b = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None
-
-
 def grouped_linear(x: Tensor, matrix: Tensor, groups: int) -> Tensor:
     """``x W^T`` for ``groups`` independent blocks on the last axis: ``x`` is (..., G*in) and
     ``matrix`` (G*out, in) holds the blocks' matrices one above the other (block g maps inputs
@@ -85,21 +53,26 @@ def grouped_linear_transpose(g: Tensor, matrix: Tensor, groups: int) -> Tensor:
     return torch.einsum("...go,goi->...gi", g.unflatten(-1, (groups, -1)), blocks).flatten(-2)
 
 
-class _GroupedDenseOp(torch.autograd.Function):
-    """:class:`_DenseOp` for ``groups`` independent blocks (the members of a batched run):
-    ``y = scale * grouped_linear(x, W) + b`` whose input gradient is ``scale * grad_y B`` blockwise."""
+class _DenseOp(torch.autograd.Function):
+    """``y = scale * x W^T + b`` whose input gradient is ``scale * grad_y B``.
+
+    With ``groups`` > 1 (the members of a batched run) the last axes of ``x`` and ``y`` are that many
+    independent blocks and ``W``, ``B`` their matrices one above the other (:func:`grouped_linear`).
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float, groups: int
+        x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, scale: float, groups: int = 1
     ) -> Tensor:
         y = grouped_linear(x, weight, groups) * scale
         return y if bias is None else y + bias
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias, feedback, scale, groups = inputs
-        ctx.scale, ctx.groups = scale, groups
+        x, weight, bias, feedback, scale, *rest = inputs
+        ctx.scale, ctx.groups, ctx.num_inputs = scale, (*rest, 1)[0], len(inputs)
         ctx.save_for_backward(
             x if ctx.needs_input_grad[1] else None,
             feedback if ctx.needs_input_grad[0] else None,
@@ -111,12 +84,14 @@ class _GroupedDenseOp(torch.autograd.Function):
         g = grad_y * ctx.scale
         grad_x = grouped_linear_transpose(g, feedback, ctx.groups) if ctx.needs_input_grad[0] else None
         grad_w = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and ctx.groups == 1:
+            grad_w = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        elif ctx.needs_input_grad[1]:
             gg = g.reshape(-1, ctx.groups, g.shape[-1] // ctx.groups)
             xx = x.reshape(-1, ctx.groups, x.shape[-1] // ctx.groups)
             grad_w = torch.einsum("ngo,ngi->goi", gg, xx).flatten(0, 1)
         grad_b = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None, None
+        return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
 
 
 def _grouped_single_channel(w_shape: Sequence[int], groups: int) -> bool:
@@ -339,7 +314,7 @@ class Dense(Synaptic):
     def forward(self, x: Tensor) -> Tensor:
         x, feedback = self._routed(x)
         if self.members > 1:
-            return _GroupedDenseOp.apply(x, self.weight, self.bias, feedback, self.scale, self.members)
+            return _DenseOp.apply(x, self.weight, self.bias, feedback, self.scale, self.members)
         return _DenseOp.apply(x, self.weight, self.bias, feedback, self.scale)
 
     def apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
