@@ -273,10 +273,26 @@ class _Run:
         if epoch_record is not None and self.on_epoch is not None:
             self.on_epoch(epoch_record)
 
-    def finish(self, error: DivergedError | None) -> dict[str, Any]:
-        """Record how the run ended (finished, or diverged with ``error``) and write it."""
+    def fit(self, progress: bool) -> dict[str, Any]:
+        """Train this run alone to its epochs and return its finished (or diverged) record."""
+        self.trainer.progress = progress
+        try:
+            self.trainer.fit(self.cfg.epochs, on_epoch=self.save)
+        except DivergedError as err:
+            return self.finish(err)
+        except BaseException:
+            self.close()
+            raise
+        return self.finish(None)
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
         if self.board is not None:
             self.board.close()
+
+    def finish(self, error: DivergedError | None) -> dict[str, Any]:
+        """Record how the run ended (finished, or diverged with ``error``) and write it."""
+        self.close()
         self.record["status"] = "finished" if error is None else "diverged"
         if error is not None:
             self.record["error"] = str(error)
@@ -304,16 +320,7 @@ def _train(
     check_fits(cfg, device)
     data = load_data(cfg).to(device, cfg.torch_dtype)
     run = _Run(cfg, out, data, device, progress, on_epoch, epoch_metrics, kind, tensorboard)
-    error = None
-    try:
-        run.trainer.fit(cfg.epochs, on_epoch=run.save)
-    except DivergedError as err:
-        error = err
-    except BaseException:
-        if run.board is not None:
-            run.board.close()
-        raise
-    return run.finish(error)
+    return run.fit(progress)
 
 
 def batch_key(cfg: RunConfig) -> str | None:
@@ -382,16 +389,7 @@ def _fit_together(runs: list[_Run], progress: bool) -> dict[int, dict[str, Any]]
     """Train ``runs`` (at one epoch) as one batched run; their finished records by position."""
     epochs = runs[0].cfg.epochs
     if len(runs) == 1 or runs[0].trainer.epoch >= epochs:
-        out = {}
-        for k, run in enumerate(runs):
-            run.trainer.progress = progress
-            error = None
-            try:
-                run.trainer.fit(epochs, on_epoch=run.save)
-            except DivergedError as err:
-                error = err
-            out[k] = run.finish(error)
-        return out
+        return {k: run.fit(progress) for k, run in enumerate(runs)}
     batched = BatchedTrainer(
         [r.trainer for r in runs], rule_options=rule_arguments(runs[0].cfg), progress=progress
     )
@@ -401,8 +399,7 @@ def _fit_together(runs: list[_Run], progress: bool) -> dict[int, dict[str, Any]]
         diverged = batched.fit(epochs, on_epoch=lambda k, record: runs[k].save(record))
     except BaseException:
         for run in runs:
-            if run.board is not None:
-                run.board.close()
+            run.close()
         raise
     return {k: run.finish(diverged.get(k)) for k, run in enumerate(runs)}
 

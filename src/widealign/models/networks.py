@@ -188,6 +188,11 @@ class RNN(nn.Module):
         return self.readout(self.states(torch.stack(states, 1)))
 
 
+def is_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` calls a synaptic layer once per time step (widealign's RNN)."""
+    return bool(getattr(model, "is_recurrent", False))
+
+
 ACTIVATIONS = {"identity": lambda z: z, "relu": F.relu, "tanh": torch.tanh}
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from widealign.models.layers import BatchAxisNorm, Synaptic, Tap
-from widealign.models.networks import MLP, RNN, ConvNet
+from widealign.models.networks import MLP, RNN, ConvNet, is_recurrent
 
 #: The model families that can be stacked.
 STACKABLE: tuple[type[nn.Module], ...] = (ConvNet, MLP, RNN)
@@ -51,7 +51,7 @@ def check_stackable(model: nn.Module) -> None:
 def member_axis(model: nn.Module) -> int:
     """The input axis whose blocks go to the members: the last for sequences (the RNN), else 1
     (an image's channels, or a flat input's features)."""
-    return -1 if getattr(model, "is_recurrent", False) else 1
+    return -1 if is_recurrent(model) else 1
 
 
 class StackedState:
@@ -93,18 +93,28 @@ class StackedState:
         return out
 
     def split(self, state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
-        """A stacked state as the K members' states (copies, each contiguous)."""
-        members: list[dict[str, Tensor]] = [{} for _ in range(self.size)]
-        for key in self.keys:
-            value = state[key]
+        """A stacked state as the K members' states (copies, each contiguous); the ``own`` scalars
+        are each member's as they were when stacked."""
+        members = split_state({key: state[key] for key in self.keys}, self.size)
+        for key in self.own & set(self.keys):
             for k, member in enumerate(members):
-                if not isinstance(value, Tensor):
-                    member[key] = value
-                elif value.dim() == 0:
-                    member[key] = (self.members[k][key] if key in self.own else value).clone()
-                else:
-                    member[key] = value.chunk(self.size, 0)[k].clone()
+                member[key] = self.members[k][key].clone()
         return members
+
+
+def split_state(state: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
+    """A stacked state as ``size`` members' states: tensors in equal blocks of their first axis
+    (copies, each contiguous), scalars and other values shared (scalars copied)."""
+    members: list[dict[str, Tensor]] = [{} for _ in range(size)]
+    for key, value in state.items():
+        for k, member in enumerate(members):
+            if not isinstance(value, Tensor):
+                member[key] = value
+            elif value.dim() == 0:
+                member[key] = value.clone()
+            else:
+                member[key] = value.chunk(size, 0)[k].clone()
+    return members
 
 
 def set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
@@ -146,8 +156,7 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
 
 def split_into(stacked: nn.Module, models: Sequence[nn.Module]) -> None:
     """Copy a stacked model's parameters and buffers back into its members (in place)."""
-    layout = StackedState([m.state_dict() for m in models])
-    for model, state in zip(models, layout.split(stacked.state_dict()), strict=True):
+    for model, state in zip(models, split_state(stacked.state_dict(), len(models)), strict=True):
         model.load_state_dict(state)
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss, get_loss
 from widealign.models.layers import Route, Synaptic, synaptic_layers
+from widealign.models.networks import is_recurrent
 
 
 class StepResult(NamedTuple):
@@ -44,9 +45,10 @@ class Rule(nn.Module):
     #: (fa, align-prop), so that the angle between the two is meaningful.
     feedback_replaces_weight: ClassVar[bool] = False
     #: Whether K runs of this rule can train as one batched model (:mod:`widealign.train.batched`):
-    #: its state is per weight row (or drawn by :meth:`prepare`), it draws no random numbers while
-    #: training, and its computation is blockwise in the model's groups. Checked by a test that
-    #: each member of a batched run equals its separate run.
+    #: its state is per weight row (or drawn by :meth:`prepare`), any random numbers it draws while
+    #: training come per member (``LearnedFeedback.step_draws``), and its computation is blockwise
+    #: in the layers' members. Checked by a test that each member of a batched run equals its
+    #: separate run.
     batchable: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
@@ -92,11 +94,6 @@ def check_variant(rule: type[Rule], variant: str) -> None:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if variant not in rule.variants:
         raise ValueError(f"{rule.name} has no {variant!r} variant (it offers {', '.join(rule.variants)})")
-
-
-def is_recurrent(model: nn.Module) -> bool:
-    """Whether ``model`` calls a synaptic layer once per time step (widealign's RNN)."""
-    return bool(getattr(model, "is_recurrent", False))
 
 
 class FeedbackState:

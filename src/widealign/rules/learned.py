@@ -73,9 +73,10 @@ class LearnedFeedback(Rule):
     def update_feedback(self, inputs: list[list[Tensor]] | None) -> None:
         """Learn B after the backward pass (``.grad`` holds the step's weight updates)."""
 
-    def step_generator(self, purpose: str) -> torch.Generator:
-        """A CPU generator for this step's random draws (a function of the seed and the step)."""
-        return generator(self._seed, f"{purpose}-{self._steps}")
+    def step_generator(self, purpose: str, seed: int | None = None) -> torch.Generator:
+        """A CPU generator for this step's random draws (a function of the seed and the step;
+        ``seed`` names another run's seed, a batched run's member)."""
+        return generator(self._seed if seed is None else seed, f"{purpose}-{self._steps}")
 
     def step_draws(
         self, purpose: str, draws: Callable[[torch.Generator], list[Tensor]], axes: list[int]
@@ -88,7 +89,7 @@ class LearnedFeedback(Rule):
         """
         if self.member_seeds is None:
             return draws(self.step_generator(purpose))
-        blocks = [draws(generator(seed, f"{purpose}-{self._steps}")) for seed in self.member_seeds]
+        blocks = [draws(self.step_generator(purpose, seed)) for seed in self.member_seeds]
         return [torch.cat(parts, axis) for parts, axis in zip(zip(*blocks), axes, strict=True)]
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

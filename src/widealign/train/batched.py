@@ -40,6 +40,7 @@ from widealign.models.stacked import (
     member_axis,
     member_outputs,
     set_tensor,
+    split_state,
     stack_inputs,
     stack_models,
 )
@@ -123,7 +124,6 @@ class BatchedTrainer:
         for t in self.members:
             t.rule.prepare(first.data.x_train[:1])
         self.model = stack_models([t.model for t in self.members])
-        self._model_layout = StackedState([t.model.state_dict() for t in self.members])
         self.model.train()
         self._rule_layout = StackedState([t.rule.state_dict() for t in self.members], own=_OWN_RULE_SCALARS)
         options = dict(rule_options or {})
@@ -186,10 +186,10 @@ class BatchedTrainer:
 
     def _write_back(self) -> None:
         """Split the stacked model, rule and optimiser state back into the live member trainers."""
-        models = self._model_layout.split(self.model.state_dict())
+        models = split_state(self.model.state_dict(), self.size)
         rules = self._rule_layout.split(self.rule.state_dict())
         stacked = self.optimizer.state_dict()["state"]
-        optimizers = {i: StackedState([v] * self.size).split(v) for i, v in stacked.items()}
+        optimizers = {i: split_state(v, self.size) for i, v in stacked.items()}
         for k in self.live:
             t = self.members[k]
             t.model.load_state_dict(models[k])
