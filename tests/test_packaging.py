@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CATALOGUE = sorted(p.name for p in (ROOT / "src/widealign/experiments/catalogue").glob("*.toml"))
+CATALOGUE = sorted(p.name for p in (ROOT / "src/widealign/sweeps/families").glob("*.toml"))
 
 
 def run(*argv: str | Path, cwd: Path | None = None) -> str:
@@ -49,7 +49,7 @@ def test_build_makes_a_wheel_and_an_sdist_with_the_package_data_and_the_licence(
     assert "License-Expression: MIT" in zipfile.ZipFile(wheel).read(metadata).decode()
     members = {Path(m).relative_to(Path(m).parts[0]).as_posix() for m in tarfile.open(sdist).getnames()[1:]}
     assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "examples/pytorch_loop.py"} <= members
-    assert {f"src/widealign/experiments/catalogue/{name}" for name in CATALOGUE} <= members
+    assert {f"src/widealign/sweeps/families/{name}" for name in CATALOGUE} <= members
 
 
 def test_the_wheel_installed_in_a_fresh_environment_lists_rules_and_trains(dist, tmp_path):

@@ -1,7 +1,8 @@
 """widealign: train wide neural networks without backpropagation.
 
 The public API re-exports the pieces most users need; everything else lives in the subpackages
-``models``, ``rules``, ``data``, ``train``, ``diagnostics`` and ``experiments``.
+``models``, ``rules``, ``data``, ``train``, ``diagnostics``, ``runs`` (one run), ``sweeps``,
+``studies``, ``bench`` and ``report``.
 """
 
 import os

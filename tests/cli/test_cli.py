@@ -154,7 +154,7 @@ def test_train_a_converted_resnet18_on_digits(tmp_path, capsys):
 
 
 def test_run_list_shows_run_counts_and_time_classes(capsys):
-    from widealign.experiments.catalogue import family_names, load_family
+    from widealign.sweeps.catalogue import family_names, load_family
 
     assert main(["run", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from widealign.experiments.config import RunConfig
 from widealign.models import TorchConv2d, synaptic_layers
 from widealign.models.vision import ResizeInput, min_input_size, torchvision_model
+from widealign.runs.config import RunConfig
 
 
 def test_resnet18_for_8x8_grey_digits_resizes_and_takes_one_channel():

@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from widealign.experiments import RunConfig, train_run
-from widealign.experiments.alignment import alignment_config
-from widealign.experiments.run import environment, write_json_atomic
 from widealign.report import FIGURES, collect, make_figures, report, write_table
+from widealign.runs import RunConfig, train_run
+from widealign.runs.run import environment, write_json_atomic
+from widealign.studies.alignment import alignment_config
 
 ENV = environment(torch.device("cpu"))
 

@@ -162,8 +162,8 @@ def test_members_must_share_the_rules_own_settings() -> None:
 
 def test_autocast_runs_train_one_at_a_time() -> None:
     """A batched run does not take autocast members, and autocast configurations get no batch key."""
-    from widealign.experiments import RunConfig
-    from widealign.experiments.run import batch_key
+    from widealign.runs import RunConfig
+    from widealign.runs.run import batch_key
 
     data, loss = _data("mlp")
     trainers = _trainers("fa", "mlp", [0, 1], [0.01, 0.01], data, loss)

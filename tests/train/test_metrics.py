@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from widealign.experiments import RunConfig, train_run
+from widealign.runs import RunConfig, train_run
 from widealign.train.metrics import flatten, metrics_table
 
 SMALL = dict(rule="align-ada", width=8, epochs=2, dtype="float64", train_size=200)

@@ -1,6 +1,6 @@
 """What each named data set looks like, known without its files: shapes, sizes and task.
 
-Run-time estimates (:mod:`widealign.experiments.estimate`) need the shape of an example and the
+Run-time estimates (:mod:`widealign.sweeps.estimate`) need the shape of an example and the
 number of training and held-out examples, but not the data, so that the expected time of a
 CIFAR-10 or ImageNet sweep on a GPU can be measured before anything is downloaded. The numbers
 are those of the loaders: MNIST, KMNIST and CIFAR-10 hold out the first :data:`HOLDOUT` training

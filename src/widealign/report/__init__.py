@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from widealign.experiments.run import SWEEP_FILE
 from widealign.report.collect import TABLE_FILE, collect, record_row, status_counts, write_table
 from widealign.report.figures import FIGURES, make_figures
+from widealign.runs.run import SWEEP_FILE
 
 
 def report(
@@ -36,7 +36,7 @@ def report(
     figures = make_figures(rows, out)
     songs = song2021_records(rows)
     if songs:
-        from widealign.experiments.song2021_plots import plot_song2021
+        from widealign.studies.song2021_plots import plot_song2021
 
         figures += plot_song2021(songs, out)
     unreadable = [(row["path"], row["error"]) for row in rows if row["status"] == "unreadable"]

@@ -29,7 +29,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from widealign.experiments.run import RESULT_FILE, read_result_file
+from widealign.runs.run import RESULT_FILE, read_result_file
 from widealign.storage import write_text_atomic
 
 TABLE_FILE = "results.csv"

@@ -1,0 +1,42 @@
+"""``widealign compare``: several rules by several widths, a table and a plot."""
+
+from __future__ import annotations
+
+import argparse
+
+from widealign.cli.common import (
+    PAPER_RULES,
+    add_run_flags,
+    check_rules,
+    config,
+    rule_option_argument,
+    rule_options,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    compare = sub.add_parser("compare", help="several rules x several widths: table and plot")
+    compare.add_argument(
+        "--rules", nargs="+", default=list(PAPER_RULES),
+        help=f"default: the paper's rules ({', '.join(PAPER_RULES)}); widealign rules lists all",
+    )  # fmt: skip
+    compare.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
+    rule_option_argument(compare)
+    add_run_flags(compare)
+    compare.add_argument("--out", default="results/compare", help="default results/compare")
+
+
+def run(args: argparse.Namespace) -> int:
+    from widealign.runs.config import RunConfig
+    from widealign.sweeps.compare import format_table, run_compare
+
+    check_rules(args.rules)
+    base = config(args, rule_options=rule_options(args.rule_option))
+    for w in args.widths:
+        RunConfig(
+            **{**base.as_dict(), "width": w, "rule_options": {}}
+        ).resolved()  # every bad value fails before training
+    rows = run_compare(base, args.rules, args.widths, args.out, progress=not args.no_progress)
+    print(format_table(rows))
+    print(f"wrote {args.out}/compare.csv and {args.out}/compare.png")
+    return 0
