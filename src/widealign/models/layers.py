@@ -295,8 +295,11 @@ class Synaptic(nn.Module):
         of :attr:`member_shape` (one member's block in a batched run).
 
         The draw is made on ``generator``'s device (the library's generators are CPU ones) and then
-        moved to the weight's, so the same seed gives the same matrix on every device.
+        moved to the weight's, so the same seed gives the same matrix on every device. On the meta
+        device (shapes only) nothing is drawn.
         """
+        if self.weight.device.type == "meta":  # shapes only (memory estimates): nothing to draw
+            return torch.empty(self.member_shape, dtype=self.weight.dtype, device="meta")
         device = self.weight.device if generator is None else generator.device
         w = torch.empty(self.member_shape, dtype=self.weight.dtype, device=device)
         return w.normal_(0.0, self.init_std, generator=generator).to(self.weight.device)

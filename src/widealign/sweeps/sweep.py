@@ -68,6 +68,7 @@ from widealign.runs.run import (
 from widealign.storage import WriteError, run_lock, write_text_atomic
 from widealign.sweeps.catalogue import Family, Task
 from widealign.sweeps.batching import auto_batch_key
+from widealign.sweeps.estimate import check_sweep_memory
 from widealign.sweeps.runners import RUNNERS, check_here, validate
 from widealign.system import threads_per_worker, usable_cpus
 
@@ -225,6 +226,8 @@ def checked_tasks(
             ray_resources(task, gpus_per_run)
         elif executor != "slurm":  # cluster nodes have their own devices and memory
             check_here(task)
+    if executor in ("sequential", "process"):
+        check_sweep_memory(tasks, 1 if executor == "sequential" else workers or usable_cpus())
     return tasks
 
 
