@@ -19,7 +19,9 @@ def test_estimate_counts_weights_rule_state_and_data_exactly():
     assert est.data > 0 and est.total == est.data + est.weights + est.rule_state + est.step
     # the step holds at least the gradients and grows with the batch
     assert est.step >= 4 * n_params
-    bigger = estimate_memory(RunConfig(dataset="digits", model="mlp", rule="align-zero", width=32, batch_size=200))
+    bigger = estimate_memory(
+        RunConfig(dataset="digits", model="mlp", rule="align-zero", width=32, batch_size=200)
+    )
     assert bigger.step > est.step
     batched = estimate_memory(cfg, members=3)
     assert batched.data == est.data and batched.step == 3 * est.step

@@ -38,11 +38,11 @@ def _child(config: dict[str, Any], steps: int) -> None:
     """In the measuring process: build, step, print the bytes added to the peak."""
     import torch
 
+    from widealign.data import Dataset
     from widealign.data.shapes import DATA_SHAPES
     from widealign.rules import make_rule
     from widealign.runs.config import build_model, build_optimizer, resolve_device
     from widealign.runs.memory import process_rss
-    from widealign.data import Dataset
     from widealign.train.timing import train_step
 
     cfg = RunConfig(**config).resolved()
@@ -56,7 +56,10 @@ def _child(config: dict[str, Any], steps: int) -> None:
     g = torch.Generator().manual_seed(0)
     xs = [torch.rand(n, *shape.input_shape, generator=g) for n in (n_train, n_test)]
     if shape.task == "classification":
-        ys = [torch.eye(shape.num_outputs)[torch.randint(shape.num_outputs, (n,), generator=g)] for n in (n_train, n_test)]
+        ys = [
+            torch.eye(shape.num_outputs)[torch.randint(shape.num_outputs, (n,), generator=g)]
+            for n in (n_train, n_test)
+        ]
     else:
         ys = [torch.rand(n, *shape.target_shape, generator=g) for n in (n_train, n_test)]
     data = Dataset(cfg.dataset, xs[0], ys[0], xs[1], ys[1], shape.task, shape.num_outputs, shape.default_loss)
@@ -115,4 +118,3 @@ def format_memory_table(rows: list[dict[str, Any]]) -> str:
             f"{r['width']:>6} {r['rule']:<22} {size_text(r['estimated']):>10} {r['estimated_to_bp']:>6.2f} {measured}"
         )
     return "\n".join(lines)
-

@@ -207,7 +207,9 @@ class _Conv2dOp(torch.autograd.Function):
         return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
 
 
-def _split_conv_backward(ctx: Any, g: Tensor, x: Tensor | None, feedback: Tensor | None, grad_y: Tensor) -> tuple:
+def _split_conv_backward(
+    ctx: Any, g: Tensor, x: Tensor | None, feedback: Tensor | None, grad_y: Tensor
+) -> tuple:
     """:class:`_Conv2dOp`'s backward pass member by member: one ungrouped
     ``aten.convolution_backward`` per block of channels, the blocks' gradients concatenated."""
     k = ctx.groups

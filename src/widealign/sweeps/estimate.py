@@ -239,7 +239,9 @@ def estimate_family(family: Family, steps: int = 3, progress: bool = True) -> li
         if key not in costs:
             costs[key] = measure_cost(task, steps)
         shape = {k: v for k, v in json.loads(key).items() if k != "kind"}
-        estimates.append(RunEstimate(task.run_id, shape, *_counts(task), costs[key], peak_memory(task, memory)))
+        estimates.append(
+            RunEstimate(task.run_id, shape, *_counts(task), costs[key], peak_memory(task, memory))
+        )
     return estimates
 
 
@@ -293,7 +295,9 @@ def format_estimate(estimates: list[RunEstimate]) -> str:
     varying = [k for k in keys if len({repr(s.get(k)) for s in shapes}) > 1]
     labels = [" ".join(f"{k}={s[k]}" for k in varying if k in s) or "every run" for s in shapes]
     width = max(len("run shape"), *(len(label) for label in labels))
-    head = f"{'run shape':<{width}} {'runs':>5} {'ms/step':>9} {'s/epoch':>13} {'hours':>8} {'peak memory':>12}"
+    head = (
+        f"{'run shape':<{width}} {'runs':>5} {'ms/step':>9} {'s/epoch':>13} {'hours':>8} {'peak memory':>12}"
+    )
     lines = [head]
     for label, group in zip(labels, groups.values()):
         low, high = min(e.seconds_per_epoch for e in group), max(e.seconds_per_epoch for e in group)
@@ -302,7 +306,9 @@ def format_estimate(estimates: list[RunEstimate]) -> str:
         step_ms = 1000 * group[0].cost.step
         peaks = [e.memory for e in group if e.memory is not None]
         memory = size_text(max(peaks)) if peaks else "-"
-        lines.append(f"{label:<{width}} {len(group):>5} {step_ms:>9.2f} {per_epoch:>13} {hours:>8.3f} {memory:>12}")
+        lines.append(
+            f"{label:<{width}} {len(group):>5} {step_ms:>9.2f} {per_epoch:>13} {hours:>8.3f} {memory:>12}"
+        )
     total = sum(e.seconds for e in estimates)
     lines.append(f"total: {len(estimates)} runs, {total:.0f} s = {total / 3600:.2f} h, one run after another")
     peaks = [e.memory for e in estimates if e.memory is not None]

@@ -66,8 +66,8 @@ from widealign.runs.run import (
     write_json_atomic,
 )  # fmt: skip
 from widealign.storage import WriteError, run_lock, write_text_atomic
-from widealign.sweeps.catalogue import Family, Task
 from widealign.sweeps.batching import auto_batch_key
+from widealign.sweeps.catalogue import Family, Task
 from widealign.sweeps.estimate import check_sweep_memory
 from widealign.sweeps.runners import RUNNERS, check_here, validate
 from widealign.system import threads_per_worker, usable_cpus
