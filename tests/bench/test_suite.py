@@ -43,7 +43,8 @@ def test_bench_runs_on_the_meta_device():
 def test_bench_command_writes_one_json_with_the_command(tmp_path, capsys):
     path = tmp_path / "bench.json"
     argv = ["bench", "--widths", "2", "--rules", "bp", "--input-shape", "1", "6", "6", "--repeats", "1",
-            "--batch-size", "4", "--members", "2", "--sections", "steps", "batched", "--json", str(path)]  # fmt: skip
+            "--batch-size", "4", "--members", "2", "--sections", "steps", "batched",
+            "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "bp / bare loop" in text and "speed-up" in text and "load average" in text

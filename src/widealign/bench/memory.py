@@ -24,7 +24,10 @@ MEASURE_UP_TO = 2e9
 
 def measured_peak(cfg: RunConfig, steps: int = 2, timeout: float = 600.0) -> int:
     """Bytes a run of ``cfg`` adds to a fresh process's peak memory over ``steps`` training steps."""
-    code = "import sys, json; from widealign.bench.memory import _child; _child(json.loads(sys.argv[1]), int(sys.argv[2]))"
+    code = (
+        "import sys, json; from widealign.bench.memory import _child; "
+        "_child(json.loads(sys.argv[1]), int(sys.argv[2]))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(cfg.as_dict()), str(steps)],
         capture_output=True, text=True, timeout=timeout, check=False,
@@ -115,6 +118,7 @@ def format_memory_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         measured = f"{size_text(r['measured']):>10} {r['measured_to_bp']:>6.2f}" if "measured" in r else ""
         lines.append(
-            f"{r['width']:>6} {r['rule']:<22} {size_text(r['estimated']):>10} {r['estimated_to_bp']:>6.2f} {measured}"
+            f"{r['width']:>6} {r['rule']:<22} {size_text(r['estimated']):>10} "
+            f"{r['estimated_to_bp']:>6.2f} {measured}"
         )
     return "\n".join(lines)

@@ -108,6 +108,7 @@ def format_relaxation(rows: list[dict[str, Any]]) -> str:
             else f"{r.get('iterations', '?')} (fixed)"
         )
         lines.append(
-            f"{r['width']:>6} {r['rule']:<22} {1000 * r['seconds']:>9.2f} {r['ratio_to_bp']:>6.2f}  iterations {text}"
+            f"{r['width']:>6} {r['rule']:<22} {1000 * r['seconds']:>9.2f} {r['ratio_to_bp']:>6.2f}  "
+            f"iterations {text}"
         )
     return "\n".join(lines)

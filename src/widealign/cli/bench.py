@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         load = out["machine"].get("loadavg")
         if load:
             parts.append(
-                f"load average {load[0]:.2f} before, {out['machine_after'][0]:.2f} after ({out['machine']['cpus']} CPUs)"
+                f"load average {load[0]:.2f} before, {out['machine_after'][0]:.2f} after "
+                f"({out['machine']['cpus']} CPUs)"
             )
         print("\n\n".join(parts))
     if args.json:
