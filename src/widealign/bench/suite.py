@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from widealign.bench.batched import bench_batched
-from widealign.bench.memory import memory_table
+from widealign.bench.memory import MEASURE_UP_TO, memory_table
 from widealign.bench.steps import bench
 from widealign.rules import RULES
 
@@ -70,6 +70,7 @@ def bench_suite(
     members: int = 5,
     relaxation_repeats: int = 2,
     memory_widths: Sequence[int] = (256, 1024, 4096),
+    measure_up_to: float = MEASURE_UP_TO,
     autocast: str | None = None,
 ) -> dict[str, Any]:
     """Run the named ``sections`` (of :data:`SECTIONS`) and return every figure in one dict."""
@@ -92,7 +93,7 @@ def bench_suite(
         out["relaxation"] = [r for r in rows if r["rule"] in relaxing]
     if "memory" in sections:
         dataset = {"kmnist": "kmnist", "digits": "digits"}.get(preset, "kmnist")
-        out["memory"] = memory_table(memory_widths, rules, dataset=dataset, device=device)
+        out["memory"] = memory_table(memory_widths, rules, dataset, device, measure_up_to)
     out["machine_after"] = machine(device).get("loadavg")
     return out
 

@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--members", type=int, default=5, help="runs per batched run in the batched section")
     b.add_argument("--memory-widths", type=int, nargs="+", default=[256, 1024, 4096])
     b.add_argument(
+        "--measure-up-to", type=float, default=2.0, metavar="GB",
+        help="memory section: measure runs estimated at most this many GB, estimate the rest (default 2)",
+    )  # fmt: skip
+    b.add_argument(
         "--batch-runs", type=int, metavar="K",
         help="instead: time K runs one after another against K runs as one batched model "
         "(widths default to 8 16 32 64 128 256, rules to bp)",
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = bench_suite(
             sections=args.sections, members=args.members, memory_widths=args.memory_widths,
-            autocast=args.autocast, **common,
+            measure_up_to=args.measure_up_to * 1e9, autocast=args.autocast, **common,
         )  # fmt: skip
         parts = []
         if "steps" in out:
