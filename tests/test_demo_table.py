@@ -32,7 +32,8 @@ def rows() -> list[dict]:
             out.append({
                 "rule": rule, "width": width, "lr": 5.0, "seed": 0,
                 "status": "diverged" if diverged else "finished",
-                "test_acc": acc, "test_loss": 0.5 / (i + j + 1), "train_loss": 0.25, "seconds_per_epoch": 1.0 + i,
+                "test_acc": acc, "test_loss": 0.5 / (i + j + 1), "train_loss": 0.25,
+                "seconds_per_epoch": 1.0 + i,
             })  # fmt: skip
     return out
 
@@ -48,7 +49,9 @@ def test_the_script_writes_the_table_between_the_markers_and_check_fails_on_a_di
     csv = tmp_path / "compare.csv"
     write_csv(rows(), csv)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n\n{demo_table.BEGIN}\n```\nold table\n```\n{demo_table.END}\n\nafter\n")
+    readme.write_text(
+        f"# x\n\nbefore\n\n{demo_table.BEGIN}\n```\nold table\n```\n{demo_table.END}\n\nafter\n"
+    )
     argv = ["--csv", str(csv), "--readme", str(readme)]
     assert demo_table.main([*argv, "--check"]) == 1
     assert "old table" in readme.read_text()  # --check writes nothing
@@ -69,7 +72,9 @@ def test_a_readme_without_markers_or_a_missing_csv_is_refused(tmp_path):
     (tmp_path / "README.md").write_text("# no markers\n")
     with pytest.raises(ValueError, match="lacks the demo table markers"):
         demo_table.main(["--csv", str(tmp_path / "compare.csv"), "--readme", str(tmp_path / "README.md")])
-    assert demo_table.main(["--csv", str(tmp_path / "none.csv"), "--readme", str(tmp_path / "README.md")]) == 2
+    assert (
+        demo_table.main(["--csv", str(tmp_path / "none.csv"), "--readme", str(tmp_path / "README.md")]) == 2
+    )
 
 
 def test_the_readme_has_one_demo_table_in_the_format_of_the_demo():

@@ -55,8 +55,12 @@ def test_build_makes_a_wheel_and_an_sdist_with_the_package_data_and_the_licence(
     members = {Path(m).relative_to(Path(m).parts[0]).as_posix() for m in tarfile.open(sdist).getnames()[1:]}
     assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "examples/pytorch_loop.py"} <= members
     assert {f"src/widealign/sweeps/families/{name}" for name in CATALOGUE} <= members
-    assert {f"examples/{p.name}" for p in (ROOT / "examples").iterdir() if p.suffix in (".py", ".ipynb")} <= members
-    assert wheel.name == f"widealign-{VERSION}-py3-none-any.whl" and sdist.name == f"widealign-{VERSION}.tar.gz"
+    assert {
+        f"examples/{p.name}" for p in (ROOT / "examples").iterdir() if p.suffix in (".py", ".ipynb")
+    } <= members
+    assert (
+        wheel.name == f"widealign-{VERSION}-py3-none-any.whl" and sdist.name == f"widealign-{VERSION}.tar.gz"
+    )
 
 
 def test_twine_check_passes_on_the_wheel_and_the_sdist(dist):
@@ -69,7 +73,11 @@ def test_the_version_is_written_once_in_pyproject():
     import widealign
 
     assert widealign.__version__ == VERSION  # read from the installed metadata, not a copy
-    copies = [p for p in (ROOT / "src").rglob("*.py") if re.search(rf"['\"]{re.escape(VERSION)}['\"]", p.read_text())]
+    copies = [
+        p
+        for p in (ROOT / "src").rglob("*.py")
+        if re.search(rf"['\"]{re.escape(VERSION)}['\"]", p.read_text())
+    ]
     assert copies == []
 
 
@@ -115,7 +123,9 @@ def test_the_wheel_installed_in_a_fresh_environment_trains_reports_and_plots(dis
         "--no-progress", "--out", "width", cwd=work,
     )  # fmt: skip
     results = sorted((work / "width").glob("*/result.json"))
-    assert len(results) == 2 and all((r.parent / "metrics.csv").read_text().startswith("epoch,") for r in results)
+    assert len(results) == 2 and all(
+        (r.parent / "metrics.csv").read_text().startswith("epoch,") for r in results
+    )
     report = run(widealign, "report", "width", cwd=work)
     assert "2 runs (2 finished)" in report
     assert (work / "width" / "results.csv").read_text().count("\n") == 3  # a header and two runs

@@ -1,7 +1,8 @@
 """The experiment catalogue: one readable TOML file per family of docs/method.md#experiments.
 
 A family file has a ``name``, a ``version``, a one-line ``description``, optionally what it
-``reproduces`` (the paper and its figure, table or experiment, shown by ``widealign run --list``), the run ``kind`` (see
+``reproduces`` (the paper and its figure, table or experiment; ``widealign run --list`` shows it),
+the run ``kind`` (see
 :mod:`widealign.sweeps.runners`), a ``[base]`` table of configuration values shared by all its
 runs, and one or more ``[[sweep]]`` blocks. In a block, a list is swept (the block expands into the
 product of its lists) and a scalar is fixed for that block's runs. ``[smoke]`` holds the overrides of
