@@ -5,12 +5,13 @@ reference, docs/api/, renders exactly these)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 
 import pytest
 
-PUBLIC = ["widealign", "widealign.rules", "widealign.models", "widealign.train", "widealign.diagnostics"]
-PUBLIC += ["widealign.data"]
+PUBLIC = ["widealign"] + [f"widealign.{p}" for p in ("rules", "models", "train", "diagnostics", "data")]
+PUBLIC += ["widealign.testing"] if importlib.util.find_spec("widealign.testing") else []
 
 
 @pytest.mark.parametrize("name", PUBLIC)

@@ -6,6 +6,7 @@ mkdocs and mkdocstrings come with the dev extra; without them the tests are skip
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -16,8 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "mkdocs.yml"
-#: The public packages, each with its API page (docs/api/<name>.md renders ``widealign.<name>``).
+#: The public packages, each with its API page (docs/api/<name>.md renders ``widealign.<name>``):
+#: ``testing`` (the helpers for testing a rule of one's own) as soon as it exists.
 PUBLIC = ["rules", "models", "train", "diagnostics", "data"]
+PUBLIC += ["testing"] if importlib.util.find_spec("widealign.testing") else []
 
 pytest.importorskip("mkdocs", reason="the docs site needs the dev extra (mkdocs)")
 pytest.importorskip("mkdocstrings_handlers.python", reason="the docs site needs the dev extra (mkdocstrings)")
