@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=ROOT / "results/compare/compare.csv")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--check", action="store_true", help="fail if the README's table differs; write nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the README's table differs; write nothing"
+    )
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         print(f"demo_table: no {args.csv}; run `make demo` first", file=sys.stderr)
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     new = with_table(old, table_block(read_rows(args.csv)))
     if args.check:
         if new != old:
-            diff = difflib.unified_diff(old.splitlines(), new.splitlines(), "README.md", "from the demo", lineterm="")
+            diff = difflib.unified_diff(
+                old.splitlines(), new.splitlines(), "README.md", "from the demo", lineterm=""
+            )
             print("\n".join(diff))
             print(f"demo_table: the README's demo table differs from {args.csv}", file=sys.stderr)
             return 1

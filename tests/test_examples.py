@@ -38,8 +38,8 @@ def test_the_lightning_module_trains_with_manual_optimisation():
 
 
 def test_the_notebook_runs_in_a_kernel_and_plots_two_rules(monkeypatch, tmp_path):
-    """The notebook, executed cell by cell in a Jupyter kernel (as nbmake and ``jupyter nbconvert
-    --execute`` do) on small settings, trains both rules and shows one figure with a line each."""
+    """The notebook, executed cell by cell in a Jupyter kernel (as ``jupyter nbconvert
+    --execute`` does) on small settings, trains both rules and shows one figure with a line each."""
     nbformat = pytest.importorskip("nbformat", reason="running the notebook needs the dev extra")
     nbclient = pytest.importorskip("nbclient", reason="running the notebook needs the dev extra")
     pytest.importorskip("ipykernel", reason="running the notebook needs the dev extra")
