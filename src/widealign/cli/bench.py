@@ -9,22 +9,19 @@ import json
 import sys
 from pathlib import Path
 
-from widealign.cli.common import add_threads, check_rules
+from widealign.cli.common import PAPER_RULES, add_threads, check_rules
 from widealign.models import CONV_PRESETS
 from widealign.runs.config import DTYPES
 
-#: The rules ``widealign bench`` times by default: the paper's core rules.
-BENCH_RULES = ("bp", "align-zero", "align-ada", "fa", "dfa")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bench", help="time one step of every rule against bp, a bare loop and batched runs")
+    b = sub.add_parser("bench", help="time one step of every rule against bp")
     b.add_argument(
         "--model", choices=("convnet", "mlp", "rnn"), default="convnet", help="rnn: --batch-runs only"
     )
     b.add_argument("--preset", choices=CONV_PRESETS, default="kmnist")
     b.add_argument("--widths", type=int, nargs="+", help="default 16 64 (with --batch-runs: 8 to 256)")
-    b.add_argument("--rules", nargs="+", help=f"default: {' '.join(BENCH_RULES)} (with --batch-runs: bp)")
+    b.add_argument("--rules", nargs="+", help="default: the paper's rules (with --batch-runs: bp)")
     b.add_argument("--input-shape", type=int, nargs="+", default=[1, 28, 28], help="C H W (default 1 28 28)")
     b.add_argument("--batch-size", type=int, default=100)
     b.add_argument("--repeats", type=int, default=10)
@@ -63,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from widealign.runs.run import check_writable
 
     batched = args.batch_runs is not None
-    args.rules = args.rules or (["bp"] if batched else list(BENCH_RULES))
+    args.rules = args.rules or (["bp"] if batched else list(PAPER_RULES))
     args.widths = args.widths or ([8, 16, 32, 64, 128, 256] if batched else [16, 64])
     check_rules(args.rules)
     if args.json:
