@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PARAMETERIZATIONS = ("ntk", "standard")
+#: How a batched conv layer (``members`` > 1) computes: ``"split"``, one ungrouped convolution per
+#: member (faster on the CPU, docs/performance.md#batched-runs), or ``"grouped"``, one grouped one.
 MEMBER_CONV = "split"
 
 
