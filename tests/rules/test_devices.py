@@ -45,3 +45,22 @@ def test_every_rule_steps_under_bf16_autocast_with_float32_updates(name, family)
     assert any(not torch.equal(a, b) for a, b in zip(*updates))
     scale = max(float(a.abs().max()) for a in updates[0])
     assert max(float((a - b).abs().max()) for a, b in zip(*updates)) < 0.1 * scale
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_gives_the_cpus_update_on_a_gpu(name, family):
+    """In float64 a rule's update on a GPU is its update on the CPU (up to the kernels' rounding)."""
+    if family == "rnn" and not RULES[name].supports_recurrent:
+        pytest.skip(f"{name} is feed-forward only")
+    x, y = make_batch(family)
+    updates = []
+    for device in ("cpu", "cuda"):
+        model = make_model(family).to(device)
+        rule = make_rule(name, model, loss_for(family), seed=0, **fast(name))
+        rule.backward(x.to(device), y.to(device))
+        updates.append([p.grad.cpu() for p in model.parameters() if p.grad is not None])
+    assert len(updates[0]) == len(updates[1]) > 0
+    for a, b in zip(*updates):
+        torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)

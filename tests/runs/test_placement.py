@@ -86,6 +86,7 @@ def test_a_cpu_checkpoint_loads_onto_the_models_device(rule, tmp_path):
     assert recorded == json.loads(json.dumps([r.as_dict() for r in cpu.history]))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("first,then", [("cpu", "cuda"), ("cuda", "cpu")])
 def test_on_a_gpu_a_run_moves_between_the_cpu_and_the_gpu(first, then, tmp_path):

@@ -105,6 +105,7 @@ def test_bench_reports_every_rule_with_bp_as_the_unit():
     assert all(r["seconds"] > 0 for r in rows)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("rule", ["bp", "align-ada", "fa", "dfa"])
 def test_gpu_run_matches_the_cpu_run(rule):

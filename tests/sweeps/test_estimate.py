@@ -8,6 +8,7 @@ import pytest
 
 from widealign.cli.main import main
 from widealign.runs.config import RunConfig
+from widealign.runs.memory import estimate_memory, size_text
 from widealign.sweeps import estimate
 from widealign.sweeps.catalogue import Task, load_family
 from widealign.sweeps.estimate import Cost, cost_key, estimate_family, format_estimate, measure_cost
@@ -107,7 +108,14 @@ def test_format_labels_shapes_by_what_varies_and_totals_the_family(fixed_cost):
     text = format_estimate(estimates)
     lines = text.splitlines()
     assert lines[1].startswith("rule=bp ") and lines[2].startswith("rule=fa ")
-    assert lines[-1] == f"total: 4 runs, {4 * 19:.0f} s = {4 * 19 / 3600:.2f} h, one run after another"
+    assert lines[-2] == f"total: 4 runs, {4 * 19:.0f} s = {4 * 19 / 3600:.2f} h, one run after another"
+    # the peak memory of every shape, and of the largest run, from the meta-device count
+    peaks = {e.shape["rule"]: e.memory for e in estimates}
+    assert all(m == estimate_memory(RunConfig(**t.config)).total
+               for t, m in zip(width_family().tasks(), (e.memory for e in estimates)))  # fmt: skip
+    assert lines[0].endswith("peak memory") and lines[-1].startswith(
+        f"peak memory: {size_text(max(peaks.values()))}"
+    )
 
 
 def test_cli_estimate_prints_the_total_and_trains_nothing(tmp_path, capsys):

@@ -72,26 +72,41 @@ def bench_batched(
                 rule = make_rule(name, net, "sequence-mse" if model == "rnn" else "mse", seed=seed, lr=1e-3)
                 opt = torch.optim.SGD(net.parameters(), lr=1e-3 * (1 + seed))
                 trainers.append(Trainer(net, rule, opt, data, batch_size, seed=seed, progress=False))
-            batched = BatchedTrainer(trainers, rule_options={"lr": 1e-3}, progress=False)
-            x = stack_inputs(xs, member_axis(trainers[0].model))
-            y = torch.stack(ys)
-
-            def separate(trainers: list[Trainer] = trainers) -> None:
-                for t, xb, yb in zip(trainers, xs, ys):
-                    train_step(t.rule, t.optimizer, xb, yb)
-
-            def together(batched: BatchedTrainer = batched, x: Tensor = x, y: Tensor = y) -> None:
-                batched.rule.backward(x, y)
-                batched.scale_updates()
-                batched.optimizer.step()
-
-            times = _interleaved({"separate": separate, "batched": together}, dev, warmup, repeats)
+            times = time_members(trainers, xs, ys, {"lr": 1e-3}, dev, warmup, repeats)
             rows.append(
                 {"model": model, "width": width, "rule": name, "members": size,
                  "separate_seconds": times["separate"], "batched_seconds": times["batched"],
                  "speedup": times["separate"] / times["batched"]}
             )  # fmt: skip
     return rows
+
+
+def time_members(
+    trainers: Sequence[Trainer],
+    xs: Sequence[Tensor],
+    ys: Sequence[Tensor],
+    rule_options: dict[str, Any],
+    device: torch.device,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """Median seconds of one step of each of ``trainers`` in turn (``separate``) and of one step of
+    them as one :class:`BatchedTrainer` (``batched``), on the members' batches ``xs``, ``ys``, in
+    interleaved rounds. The trainers' own models are stepped by the separate rounds only."""
+    batched = BatchedTrainer(trainers, rule_options=rule_options, progress=False)
+    x = stack_inputs(xs, member_axis(trainers[0].model))
+    y = torch.stack(list(ys))
+
+    def separate() -> None:
+        for t, xb, yb in zip(trainers, xs, ys):
+            train_step(t.rule, t.optimizer, xb, yb)
+
+    def together() -> None:
+        batched.rule.backward(x, y)
+        batched.scale_updates()
+        batched.optimizer.step()
+
+    return _interleaved({"separate": separate, "batched": together}, device, warmup, repeats)
 
 
 def format_bench_batched(rows: list[dict[str, Any]]) -> str:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from widealign.models import MLP, RNN, Conv2d, ConvNet, same_padding, synaptic_layers
 from widealign.rules import RULES, Rule, make_rule
 from widealign.runs.config import resolve_device
+from widealign.train.loop import autocast_region
 from widealign.train.timing import timed, train_step
 
 
@@ -137,13 +138,17 @@ def bench(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     contended: bool = False,
+    autocast: str | None = None,
 ) -> list[dict[str, Any]]:
     """Median seconds per step of each rule at each width, and the ratio to bp.
 
     Also one ``bare`` row per width (the hand-written loop, :class:`BareLoop`), and in bp's row its
     ``ratio_to_bare``, the step's ``flops`` and ``matmul_fraction`` (achieved FLOP/s over the
     measured matmul rate). With ``contended``, every rule is timed again beside a busy process
-    (``contended_seconds``, and ``contended_slowdown`` = contended / quiet).
+    (``contended_seconds``, and ``contended_slowdown`` = contended / quiet). With ``autocast``
+    (``bf16``) every rule's step runs under autocast (the bare loop does not). A rule that reports
+    figures of its step (``step_stats``, e.g. a relaxation's iterations) has their last values in
+    its row.
     """
     _check_bench(widths, input_shape, batch_size, repeats, model)
     if "bp" not in rules:
@@ -159,10 +164,12 @@ def bench(
         x = torch.rand(batch_size, *input_shape, generator=g).to(dev, dtype)
         y = torch.randn(batch_size, outputs, generator=g).to(dev, dtype)
         steps: dict[str, Callable[[], None]] = {}
+        rule_objects: dict[str, Rule] = {}
         for name in rules:
             m = copy.deepcopy(net).to(dev, dtype)
             rule, opt = make_rule(name, m, seed=seed, lr=1e-3), torch.optim.SGD(m.parameters(), lr=1e-3)
-            steps[name] = functools.partial(train_step, rule, opt, x, y)
+            rule_objects[name] = rule
+            steps[name] = functools.partial(_autocast_step, autocast, rule, opt, x, y)
             if name == "bp":
                 flops = step_flops(rule, opt, x, y)
         steps["bare"] = functools.partial(BareLoop(copy.deepcopy(net).to(dev, dtype)).step, x, y)
@@ -184,8 +191,23 @@ def bench(
                            matmul_fraction=flops / base / rate)  # fmt: skip
             if loaded is not None:
                 row.update(contended_seconds=loaded[name], contended_slowdown=loaded[name] / times[name])
+            if name in rule_objects:
+                row.update(getattr(rule_objects[name], "step_stats", dict)())
+                if hasattr(rule_objects[name], "iterations"):
+                    row["iterations"] = rule_objects[name].iterations
+            if autocast is not None and name != "bare":
+                row["autocast"] = autocast
             rows.append(row)
     return rows
+
+
+def _autocast_step(
+    autocast: str | None, rule: Rule, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+) -> None:
+    """One timed step, under ``autocast`` where given."""
+    with autocast_region(rule.model, autocast):
+        rule.backward(x, y)
+    optimizer.step()
 
 
 def _interleaved(

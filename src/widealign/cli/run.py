@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dry_run or args.estimate):
         tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run)
     try:
-        units = batch_groups(tasks, args.batch_runs if args.executor in ("sequential", "process") else 1)
+        size = args.batch_runs if args.executor in ("sequential", "process") else 1
+        units = batch_groups(tasks, size, measure=not (args.dry_run or args.estimate))
     except ValueError as err:
         raise UsageError(str(err).replace("batch_runs", "--batch-runs")) from None
     batched = sum(len(u) for u in units if len(u) > 1)

@@ -33,6 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PARAMETERIZATIONS = ("ntk", "standard")
+#: How a batched conv layer (``members`` > 1) computes: ``"split"``, one ungrouped convolution per
+#: member (faster on the CPU, docs/performance.md#batched-runs), or ``"grouped"``, one grouped one.
+MEMBER_CONV = "split"
 
 
 def grouped_linear(x: Tensor, matrix: Tensor, groups: int) -> Tensor:
@@ -154,7 +157,16 @@ class _Conv2dOp(torch.autograd.Function):
         groups: int = 1,
         padding: int | tuple[int, int] = 0,
     ) -> Tensor:
-        y = F.conv2d(x, weight, None, stride, padding, dilation, groups) * scale
+        if groups > 1 and MEMBER_CONV == "split":
+            y = torch.cat(
+                [
+                    F.conv2d(xk, wk, None, stride, padding, dilation)
+                    for xk, wk in zip(x.chunk(groups, 1), weight.chunk(groups, 0))
+                ],
+                1,
+            ).mul_(scale)
+        else:
+            y = F.conv2d(x, weight, None, stride, padding, dilation, groups) * scale
         return y if bias is None else y + bias[:, None, None]
 
     @staticmethod
@@ -178,6 +190,8 @@ class _Conv2dOp(torch.autograd.Function):
         g = (grad_y * ctx.scale).to((x if x is not None else feedback).dtype)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = grad_b = None
+        if ctx.groups > 1 and MEMBER_CONV == "split":
+            return _split_conv_backward(ctx, g, x, feedback, grad_y)
         slow_w = need_w and _grouped_single_channel(ctx.w_shape, ctx.groups)
         if need_x or (need_w and not slow_w):
             if x is None:
@@ -193,6 +207,31 @@ class _Conv2dOp(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_y.sum((0, 2, 3))
         return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
+
+
+def _split_conv_backward(
+    ctx: Any, g: Tensor, x: Tensor | None, feedback: Tensor | None, grad_y: Tensor
+) -> tuple:
+    """:class:`_Conv2dOp`'s backward pass member by member: one ungrouped
+    ``aten.convolution_backward`` per block of channels, the blocks' gradients concatenated."""
+    k = ctx.groups
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    x_shape = (ctx.x_shape[0], ctx.x_shape[1] // k, *ctx.x_shape[2:])
+    w_shape = (ctx.w_shape[0] // k, *ctx.w_shape[1:])
+    xs = x.chunk(k, 1) if x is not None else [g.new_empty(x_shape)] * k
+    fs = feedback.chunk(k, 0) if feedback is not None else [g.new_empty(w_shape)] * k
+    grads_x, grads_w = [], []
+    for gk, xk, fk in zip(g.chunk(k, 1), xs, fs):
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gk, xk, fk, None, ctx.stride, ctx.padding, ctx.dilation, False, [0, 0], 1,
+            (need_x, need_w, False),
+        )  # fmt: skip
+        grads_x.append(gx)
+        grads_w.append(gw)
+    grad_x = torch.cat(grads_x, 1) if need_x else None
+    grad_w = torch.cat(grads_w, 0) if need_w else None
+    grad_b = grad_y.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+    return (grad_x, grad_w, grad_b) + (None,) * (ctx.num_inputs - 3)
 
 
 def _pair(value: int | Sequence[int]) -> list[int]:
@@ -260,8 +299,11 @@ class Synaptic(nn.Module):
         of :attr:`member_shape` (one member's block in a batched run).
 
         The draw is made on ``generator``'s device (the library's generators are CPU ones) and then
-        moved to the weight's, so the same seed gives the same matrix on every device.
+        moved to the weight's, so the same seed gives the same matrix on every device. On the meta
+        device (shapes only) nothing is drawn.
         """
+        if self.weight.device.type == "meta":  # shapes only (memory estimates): nothing to draw
+            return torch.empty(self.member_shape, dtype=self.weight.dtype, device="meta")
         device = self.weight.device if generator is None else generator.device
         w = torch.empty(self.member_shape, dtype=self.weight.dtype, device=device)
         return w.normal_(0.0, self.init_std, generator=generator).to(self.weight.device)

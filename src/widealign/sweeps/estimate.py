@@ -40,6 +40,7 @@ from widealign.models import CONV_PRESETS
 from widealign.models.vision import is_torchvision_name
 from widealign.rules import make_rule
 from widealign.runs.config import RunConfig, build_model, build_optimizer, resolve_device
+from widealign.runs.memory import available_memory, estimate_memory, size_text
 from widealign.seeding import generator
 from widealign.studies.alignment import alignment_config
 from widealign.studies.song2021 import Song2021Config, run_song2021
@@ -77,6 +78,9 @@ class RunEstimate:
     steps_per_epoch: int
     eval_batches: int
     cost: Cost
+    #: Estimated peak memory in bytes (:func:`~widealign.runs.memory.estimate_memory`), None where
+    #: it cannot be counted (song2021 runs, data of unknown shape).
+    memory: int | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -228,14 +232,54 @@ def estimate_family(family: Family, steps: int = 3, progress: bool = True) -> li
     for task in tasks:
         validate(task)
     costs: dict[str, Cost] = {}
+    memory: dict[str, int | None] = {}
     estimates = []
     for task in tqdm(tasks, desc=f"estimate {family.name}", unit="run", disable=not progress):
         key = cost_key(task)
         if key not in costs:
             costs[key] = measure_cost(task, steps)
         shape = {k: v for k, v in json.loads(key).items() if k != "kind"}
-        estimates.append(RunEstimate(task.run_id, shape, *_counts(task), costs[key]))
+        estimates.append(
+            RunEstimate(task.run_id, shape, *_counts(task), costs[key], peak_memory(task, memory))
+        )
     return estimates
+
+
+def peak_memory(task: Task, cache: dict[str, int | None] | None = None) -> int | None:
+    """A run's estimated peak memory in bytes (:func:`~widealign.runs.memory.estimate_memory`;
+    the data set counted in full), cached by :func:`cost_key` plus the data-size settings; None for
+    runs it cannot count (song2021, data of unknown shape)."""
+    if task.kind not in ("train", "alignment"):
+        return None
+    cache = {} if cache is None else cache
+    cfg = _resolved(task)
+    key = cost_key(task) + json.dumps([cfg.train_size, cfg.holdout, cfg.official_test])
+    if key not in cache:
+        try:
+            cache[key] = estimate_memory(cfg).total
+        except (ValueError, NotImplementedError, RuntimeError):
+            cache[key] = None
+    return cache[key]
+
+
+def check_sweep_memory(tasks: list[Task], at_once: int = 1) -> None:
+    """Refuse, with one line, a sweep whose ``at_once`` largest runs together would not fit in the
+    memory available to their device here (:func:`peak_memory`)."""
+    cache: dict[str, int | None] = {}
+    peaks = sorted(
+        ((m, t) for t in tasks if (m := peak_memory(t, cache)) is not None), key=lambda p: p[0], reverse=True
+    )
+    if not peaks:
+        return
+    device = resolve_device(str(peaks[0][1].config.get("device", "cpu")))
+    available = available_memory(device)
+    need = sum(m for m, _ in peaks[: max(at_once, 1)])
+    if available is not None and need > available:
+        raise ValueError(
+            f"this sweep needs about {size_text(need)} of memory at its peak ({min(at_once, len(peaks))} "
+            f"run(s) at once; the largest, {peaks[0][1].run_id}, {size_text(peaks[0][0])}) but {device} "
+            f"has {size_text(available)} available; use smaller widths or fewer workers"
+        )
 
 
 def format_estimate(estimates: list[RunEstimate]) -> str:
@@ -251,15 +295,28 @@ def format_estimate(estimates: list[RunEstimate]) -> str:
     varying = [k for k in keys if len({repr(s.get(k)) for s in shapes}) > 1]
     labels = [" ".join(f"{k}={s[k]}" for k in varying if k in s) or "every run" for s in shapes]
     width = max(len("run shape"), *(len(label) for label in labels))
-    lines = [f"{'run shape':<{width}} {'runs':>5} {'ms/step':>9} {'s/epoch':>13} {'hours':>8}"]
+    head = (
+        f"{'run shape':<{width}} {'runs':>5} {'ms/step':>9} {'s/epoch':>13} {'hours':>8} {'peak memory':>12}"
+    )
+    lines = [head]
     for label, group in zip(labels, groups.values()):
         low, high = min(e.seconds_per_epoch for e in group), max(e.seconds_per_epoch for e in group)
         per_epoch = f"{low:.2f}" if high - low < 0.005 else f"{low:.2f}-{high:.2f}"
         hours = sum(e.seconds for e in group) / 3600
         step_ms = 1000 * group[0].cost.step
-        lines.append(f"{label:<{width}} {len(group):>5} {step_ms:>9.2f} {per_epoch:>13} {hours:>8.3f}")
+        peaks = [e.memory for e in group if e.memory is not None]
+        memory = size_text(max(peaks)) if peaks else "-"
+        lines.append(
+            f"{label:<{width}} {len(group):>5} {step_ms:>9.2f} {per_epoch:>13} {hours:>8.3f} {memory:>12}"
+        )
     total = sum(e.seconds for e in estimates)
     lines.append(f"total: {len(estimates)} runs, {total:.0f} s = {total / 3600:.2f} h, one run after another")
+    peaks = [e.memory for e in estimates if e.memory is not None]
+    if peaks:
+        lines.append(
+            f"peak memory: {size_text(max(peaks))} (the largest run; runs in parallel add theirs; "
+            "kernel workspaces and torch itself not counted)"
+        )
     return "\n".join(lines)
 
 

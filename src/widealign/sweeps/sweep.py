@@ -52,7 +52,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from widealign.runs.config import RunConfig, outputs_per_call
+from widealign.runs.config import RunConfig
 from widealign.runs.identity import run_identity
 from widealign.runs.run import (
     RESULT_FILE,
@@ -66,7 +66,9 @@ from widealign.runs.run import (
     write_json_atomic,
 )  # fmt: skip
 from widealign.storage import WriteError, run_lock, write_text_atomic
+from widealign.sweeps.batching import auto_batch_key
 from widealign.sweeps.catalogue import Family, Task
+from widealign.sweeps.estimate import check_sweep_memory
 from widealign.sweeps.runners import RUNNERS, check_here, validate
 from widealign.system import threads_per_worker, usable_cpus
 
@@ -75,11 +77,6 @@ EXECUTORS = ("sequential", "process", "ray", "slurm")
 #: one batched run with the local executors, where batching pays (``--batch-runs K`` forces K,
 #: 1 turns it off).
 DEFAULT_BATCH_RUNS = 8
-#: Batch automatically only runs whose synaptic layers output at most this many elements per call
-#: on average. Measured on a 2-core CPU, 5 members, bp, one thread (docs/performance.md#batched-runs):
-#: the Add-task RNN at width 16 (about 1,600 elements) 2.0x faster batched, at 64 (6,300) 1.13x,
-#: at 256 (25,000) 0.66x; the digits conv net at width 8 (17,000) 1.39x, at 16 (34,000) 0.83x.
-AUTO_BATCH_LIMIT = 20_000
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -135,40 +132,38 @@ def run_group(
     return results
 
 
-def _batch_key(task: Task, auto: bool, sizes: dict[str, float | None]) -> str | None:
-    """The task's batch key, or None where it runs alone; ``sizes`` caches outputs_per_call by key
-    (runs that share a key share it), so a family of hundreds of runs builds few meta models."""
+def _batch_key(task: Task, auto: bool, sizes: dict[str, Any], measure: bool = True) -> str | None:
+    """The task's batch key, or None where it runs alone; with ``auto``, only where batching pays
+    (:func:`~widealign.sweeps.batching.auto_batch_key`, cached in ``sizes`` by key)."""
     if task.kind != "train":
         return None
     try:
         cfg = RunConfig(**task.config)
         key = batch_key(cfg)
         if key is not None and auto:
-            if key not in sizes:
-                sizes[key] = outputs_per_call(cfg)
-            size = sizes[key]
-            key = key if size is not None and size <= AUTO_BATCH_LIMIT else None
+            key = auto_batch_key(cfg, key, sizes, measure)
         return key
     except (TypeError, ValueError):  # an invalid configuration runs (and fails) on its own
         return None
 
 
-def batch_groups(tasks: Sequence[Task], size: int | None = None) -> list[list[Task]]:
+def batch_groups(tasks: Sequence[Task], size: int | None = None, measure: bool = True) -> list[list[Task]]:
     """The tasks as units of work: training runs that share a :func:`batch_key` in groups of up to
     ``size`` (in the order they first appear), every other task alone. ``size`` 1 batches nothing;
-    None (auto) batches, in groups of up to :data:`DEFAULT_BATCH_RUNS`, the runs whose synaptic
-    layers output at most :data:`AUTO_BATCH_LIMIT` elements per call on average
-    (:func:`~widealign.runs.config.outputs_per_call`): on the CPU, batching pays only where
-    per-operation overhead dominates a step (docs/performance.md#batched-runs)."""
+    None (auto) batches, in groups of up to :data:`DEFAULT_BATCH_RUNS`, the runs for which a short
+    measurement here finds batching faster (:func:`~widealign.sweeps.batching.batching_pays`): on
+    the CPU it pays only where per-operation overhead dominates a step
+    (docs/performance.md#batched-runs). ``measure=False`` (dry runs) skips the measurement and
+    groups every run the measured table does not rule out."""
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ValueError(f"batch_runs must be a positive integer, got {size!r}")
     auto = size is None
     size = DEFAULT_BATCH_RUNS if size is None else size
     groups: dict[str, list[list[Task]]] = {}
     units: list[list[Task]] = []
-    sizes: dict[str, float | None] = {}
+    sizes: dict[str, Any] = {}
     for task in tasks:
-        key = _batch_key(task, auto, sizes) if size > 1 else None
+        key = _batch_key(task, auto, sizes, measure) if size > 1 else None
         if key is None:
             units.append([task])
             continue
@@ -231,6 +226,8 @@ def checked_tasks(
             ray_resources(task, gpus_per_run)
         elif executor != "slurm":  # cluster nodes have their own devices and memory
             check_here(task)
+    if executor in ("sequential", "process"):
+        check_sweep_memory(tasks, 1 if executor == "sequential" else workers or usable_cpus())
     return tasks
 
 
