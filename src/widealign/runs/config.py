@@ -155,6 +155,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (
+            math.isfinite(self.eps) and self.eps > 0
+        ):
+            raise ValueError(f"eps (the normalisation epsilon) must be a positive number, got {self.eps!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
         if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size <= 0):
