@@ -42,7 +42,8 @@ def test_widealign_imports_and_the_run_lock_works_without_fcntl(tmp_path):
         assert not (folder / ".lock").exists()
         print("ok")
         """,
-        str(tmp_path), NO_FCNTL,
+        str(tmp_path),
+        NO_FCNTL,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 

@@ -138,7 +138,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         reason = text.split("WeightsUnpickler error:")[-1].split(" Check the documentation")[0].strip()
         if "weights_only" in reason or len(reason) > 200:  # never repeat torch's advice to load unsafely
             reason = "not a checkpoint"
-        raise ValueError(f"{path} is damaged ({reason or 'not a checkpoint'}); delete it to start the run again") from err
+        raise ValueError(
+            f"{path} is damaged ({reason or 'not a checkpoint'}); delete it to start the run again"
+        ) from err
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as err:
         if isinstance(err, (FileNotFoundError, PermissionError)):
             raise ValueError(f"cannot read {path}: {err.strerror}") from err

@@ -152,7 +152,7 @@ def test_a_running_result_edited_to_finished_is_refused(tmp_path, capsys):
     assert "resumed from epoch 1" in capsys.readouterr().out
 
 
-def test_a_finished_result_beside_another_checkpoint_or_without_a_digest_is_refused(
+def test_a_result_beside_another_checkpoint_or_an_inconsistent_older_one_is_refused(
     finished, tmp_path, capsys
 ):
     run = copy_of(finished, tmp_path)
@@ -163,12 +163,23 @@ def test_a_finished_result_beside_another_checkpoint_or_without_a_digest_is_refu
     assert one_line_error(capsys).startswith(
         f"{run}/result.json does not belong to {run}/checkpoint.pt (another checkpoint's digest);"
     )
+    # A record from before digests is trusted where it is consistent, and refused where it is not.
     run = copy_of(finished, tmp_path, "old")
     record = json.loads((run / "result.json").read_text())
-    del record["digest"]
+    del record["digest"], record["checkpoint_sha256"]
     (run / "result.json").write_text(json.dumps(record))
-    assert train(run) == 2
-    assert "carries no digest (from an older widealign, or edited by hand)" in one_line_error(capsys)
+    assert train(run) == 0
+    assert "already holds this run" in capsys.readouterr().out
+    old = interrupted(tmp_path / "old-running")
+    record = json.loads((old / "result.json").read_text())
+    del record["digest"], record["checkpoint_sha256"]
+    record["status"] = "finished"
+    (old / "result.json").write_text(json.dumps(record))
+    assert train(old, "--epochs", "2") == 2
+    assert one_line_error(capsys) == (
+        f"{old}/result.json says finished after 1 of its 2 epochs and carries no digest (edited by hand?); "
+        "delete it to rebuild it from the checkpoint (or to run again)"
+    )
 
 
 # 4 and 5. Every session's grouping is in the run's own record; float32 batching is opt-in.
@@ -281,7 +292,9 @@ def test_a_grid_of_a_hundred_million_runs_is_refused_at_once(tmp_path, capsys):
 # 9. Names are checked before the first run.
 
 
-@pytest.mark.parametrize("name", ["..", ".", "a\\\\b", "x:y", "a" * 300], ids=["dotdot", "dot", "bs", "colon", "long"])
+@pytest.mark.parametrize(
+    "name", ["..", ".", "a\\\\b", "x:y", "a" * 300], ids=["dotdot", "dot", "bs", "colon", "long"]
+)
 def test_a_family_name_that_is_not_a_folder_name_is_refused(tmp_path, capsys, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     path = family_file(tmp_path, FAMILY.replace('name = "tiny"', f'name = "{name}"'))
@@ -312,7 +325,8 @@ def test_a_crafted_pickle_is_code_that_will_not_run_in_any_wording(tmp_path, mon
 
     def refuse(*args, **kwargs):
         raise pickle.UnpicklingError(
-            "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+            "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will "
+            "likely "
             f"succeed, but it can result in arbitrary code execution. WeightsUnpickler error: {wording} was "
             "not an allowed global by default. Check the documentation of torch.load"
         )
@@ -381,7 +395,9 @@ def test_out_pointing_at_a_file_is_one_line(finished, tmp_path, capsys, command)
         "run": ["run", str(family_file(tmp_path, FAMILY)), "--out", str(target), "--no-progress"],
     }[command]
     assert main(argv) == 2
-    assert one_line_error(capsys) == f"output folder {str(target)!r} is a file; give a folder (new or existing)"
+    assert (
+        one_line_error(capsys) == f"output folder {str(target)!r} is a file; give a folder (new or existing)"
+    )
     assert target.read_text() == "mine"
 
 

@@ -73,7 +73,7 @@ def test_a_full_disk_at_every_write_in_turn_loses_nothing_finished(tmp_path, mon
         out = tmp_path / f"full{k}"
         seen = []
 
-        def full_at_k(path, mode):
+        def full_at_k(path, mode, seen=seen, k=k):
             seen.append(path)
             if len(seen) == k:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -132,7 +132,16 @@ class RunConfig:
 
     def _check_types(self) -> None:
         """Names are strings and options tables (a list or a number there is a one-line error)."""
-        for name in ("rule", "variant", "dataset", "parameterization", "norm", "optimizer", "dtype", "device"):
+        for name in (
+            "rule",
+            "variant",
+            "dataset",
+            "parameterization",
+            "norm",
+            "optimizer",
+            "dtype",
+            "device",
+        ):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a name (a string), got {getattr(self, name)!r}")
         for name in ("model", "loss", "preset", "autocast"):
@@ -173,8 +182,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (
-            math.isfinite(self.eps) and self.eps > 0
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, (int, float))
+            or not (math.isfinite(self.eps) and self.eps > 0)
         ):
             raise ValueError(f"eps (the normalisation epsilon) must be a positive number, got {self.eps!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):

@@ -15,8 +15,9 @@ and a run whose configuration differs is refused with the differing fields named
 is a one-line error naming it, and the folder is left as it was. Every ``result.json`` carries a
 ``digest`` (SHA-256 over the record and its checkpoint's bytes, :func:`record_digest`): a record
 edited by hand (``"running"`` made ``"finished"``, say), or one beside another checkpoint, is
-refused on resume rather than trusted. A record that has trained epochs but whose checkpoint is
-gone is refused too, rather than restarted silently.
+refused on resume rather than trusted. A record from before digests is trusted only where it is
+consistent (finished after all its epochs; diverged with its error). A record that has trained
+epochs but whose checkpoint is gone is refused too, rather than restarted silently.
 
 ``sessions`` lists how each stretch of epochs was trained: ``first_epoch``, ``last_epoch``,
 ``batch_runs`` (1 alone; None where unknown: resumed from a checkpoint without its record) and,
@@ -156,8 +157,18 @@ def check_digest(record: dict[str, Any], out: Path) -> None:
     """Refuse (one-line ValueError) a result in folder ``out`` edited by hand or beside another checkpoint."""
     path, checkpoint = out / RESULT_FILE, out / CHECKPOINT_FILE
     again = "delete it to rebuild it from the checkpoint (or to run again)"
-    if not isinstance(record.get("digest"), str):
-        raise ValueError(f"{path} carries no digest (from an older widealign, or edited by hand); {again}")
+    if not isinstance(record.get("digest"), str):  # from an older widealign: check what can be checked
+        expected, done = record["config"].get("epochs"), len(record["epochs"])
+        if record["status"] == "finished" and isinstance(expected, int) and done != expected:
+            raise ValueError(
+                f"{path} says finished after {done} of its {expected} epochs and carries no digest "
+                f"(edited by hand?); {again}"
+            )
+        if record["status"] == "diverged" and not record.get("error"):
+            raise ValueError(
+                f"{path} says diverged without an error and carries no digest (edited by hand?); {again}"
+            )
+        return
     if record_digest(record) != record["digest"]:
         raise ValueError(f"{path} was changed after widealign wrote it (its digest does not match); {again}")
     recorded = record.get("checkpoint_sha256")
