@@ -10,22 +10,33 @@
 * :func:`run_lock` holds an exclusive lock on a run folder for as long as a run uses it: a lock
   file holding the holder's process id, locked with ``flock``. The kernel releases the lock when
   its holder dies, so a lock file left by a killed run (a stale lock) does not block the next one;
-  a live holder makes a second run fail at once with a message that names it.
+  a live holder makes a second run fail at once with a message that names it. Where ``fcntl`` is
+  missing (Windows), the lock is ``filelock``'s lock on an open file (``LockFileEx``, also released
+  by the kernel when its holder dies); where neither works, the lock file is created exclusively
+  and a lock file whose holder (on this host) is no longer alive is taken over.
+* :func:`file_digest` is the SHA-256 of a file, which a result records for its checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
+import math
 import os
 import pickle
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
 _open = open  # the one place files are opened for writing (tests inject a full disk here)
@@ -108,7 +119,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises a one-line ValueError naming the file if it cannot be read as a checkpoint: damaged
     (empty, truncated, not a checkpoint at all), holding Python objects other than tensors and
-    plain values (refused unopened: unpickling them could run code), or not a dict with a format.
+    plain values (code that widealign will not run: refused unopened), not a dict with a format, or
+    holding model weights that are not finite (NaN or infinite: resuming from them could only
+    record a diverged run).
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
@@ -117,12 +130,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = " ".join(str(err).split())
-        if "Unsupported global" in text:
+        if "unsupported global" in text.lower():
             raise ValueError(
-                f"{path} holds Python objects other than tensors and plain values; refusing to open it "
-                "(loading it could run code); delete it to start the run again"
+                f"{path} holds code that widealign will not run (Python objects other than tensors and "
+                "plain values); refusing to open it; delete it to start the run again"
             ) from err
         reason = text.split("WeightsUnpickler error:")[-1].split(" Check the documentation")[0].strip()
+        if "weights_only" in reason or len(reason) > 200:  # never repeat torch's advice to load unsafely
+            reason = "not a checkpoint"
         raise ValueError(
             f"{path} is damaged ({reason or 'not a checkpoint'}); delete it to start the run again"
         ) from err
@@ -132,7 +147,33 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is damaged ({_first_line(err)}); delete it to start the run again") from err
     if not isinstance(state, dict) or "format" not in state:
         raise ValueError(f"{path} is not a widealign checkpoint; delete it to start the run again")
+    bad = _non_finite(state.get("model"))
+    if bad is not None:
+        raise ValueError(
+            f"{path} holds non-finite weights (NaN or infinity in {bad}); delete it to start the run again"
+        )
     return state
+
+
+def _non_finite(weights: Any) -> str | None:
+    """The name of the first floating-point tensor of state dict ``weights`` that is not finite."""
+    if not isinstance(weights, dict):
+        return None
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return str(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(name)
+    return None
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _holder(path: Path) -> str:
@@ -146,12 +187,71 @@ def _holder(path: Path) -> str:
     return f"process {text[0]}{host}"
 
 
+def _kernel_lock(fd: int) -> bool:
+    """Lock open file ``fd`` without waiting: True if taken, False if another process holds it.
+
+    ``flock`` where there is ``fcntl``; on Windows, ``filelock``'s ``LockFileEx`` on byte zero.
+    """
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    from filelock import lock_descriptor
+
+    return bool(lock_descriptor(fd, blocking=False))
+
+
+def _has_kernel_lock() -> bool:
+    """Whether :func:`_kernel_lock` works here (``fcntl``, or Windows through ``filelock``)."""
+    return fcntl is not None or sys.platform == "win32"
+
+
+def _alive(path: Path) -> bool:
+    """Whether the holder named in lock file ``path`` may still be running (another host: assume so)."""
+    try:
+        pid, *host = path.read_text().split()
+        pid_number = int(pid)
+    except (OSError, ValueError):
+        return True  # being written, or unreadable: treat as held
+    if host and host[0] != socket.gethostname():
+        return True
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, AttributeError, ValueError):
+        return True
+    return True
+
+
+def _busy(folder: Path, path: Path) -> ValueError:
+    return ValueError(
+        f"{folder} is in use by {_holder(path)} (lock file {path}); wait for it to finish or "
+        "choose another output folder"
+    )
+
+
+def _exclusive_create(folder: Path, path: Path) -> int:
+    """The lock without a kernel lock: create ``path`` exclusively, taking over a dead holder's."""
+    for _ in range(2):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _alive(path):
+                raise _busy(folder, path) from None
+            with contextlib.suppress(OSError):
+                path.unlink()
+    raise _busy(folder, path)
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock on run folder ``folder`` (re-entrant within one process).
 
     Raises ValueError, naming the holder's process id, if another live process holds it. A lock
-    file whose holder died is taken over (the kernel released its ``flock``). The lock file is
+    file whose holder died is taken over (the kernel released its lock). The lock file is
     removed when the lock is released.
     """
     folder = Path(folder).resolve()
@@ -159,16 +259,11 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
         return
     path = folder / LOCK_FILE
-    while True:
+    while _has_kernel_lock():
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _kernel_lock(fd):
             os.close(fd)
-            raise ValueError(
-                f"{folder} is in use by {_holder(path)} (lock file {path}); wait for it to finish or "
-                "choose another output folder"
-            ) from None
+            raise _busy(folder, path) from None
         try:
             current = os.stat(path).st_ino
         except FileNotFoundError:
@@ -176,6 +271,8 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
         if current == os.fstat(fd).st_ino:  # not removed by a releasing holder in the meantime
             break
         os.close(fd)
+    else:
+        fd = _exclusive_create(folder, path)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
@@ -184,5 +281,5 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     finally:
         _held.discard(folder)
         with contextlib.suppress(OSError):
-            path.unlink()
+            path.unlink()  # before closing: no other process locks the file being removed
         os.close(fd)

@@ -111,8 +111,8 @@ def test_a_crafted_checkpoint_is_refused_by_train_without_running_it(finished, t
     capsys.readouterr()
     assert train(run) == 2
     assert one_line_error(capsys) == (
-        f"{run}/checkpoint.pt holds Python objects other than tensors and plain values; refusing to open "
-        "it (loading it could run code); delete it to start the run again"
+        f"{run}/checkpoint.pt holds code that widealign will not run (Python objects other than tensors "
+        "and plain values); refusing to open it; delete it to start the run again"
     )
     assert not marker.exists()
 

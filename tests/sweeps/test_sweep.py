@@ -279,8 +279,17 @@ def test_runs_that_differ_in_seed_and_lr_train_batched_with_their_separate_numbe
 
 
 def test_auto_batching_groups_only_runs_whose_steps_are_overhead_bound():
-    small = Family("rnn", 1, "", "train", {"dataset": "add", "width": 16}, [{"seed": list(range(10))}])
-    big = Family("conv", 1, "", "train", {"dataset": "kmnist", "width": 64}, [{"seed": [0, 1]}])
+    small = Family(
+        "rnn",
+        1,
+        "",
+        "train",
+        {"dataset": "add", "width": 16, "dtype": "float64"},
+        [{"seed": list(range(10))}],
+    )
+    big = Family(
+        "conv", 1, "", "train", {"dataset": "kmnist", "width": 64, "dtype": "float64"}, [{"seed": [0, 1]}]
+    )
     assert [len(u) for u in batch_groups(small.tasks())] == [8, 2]
     assert [len(u) for u in batch_groups(big.tasks())] == [1, 1]
     assert [len(u) for u in batch_groups(big.tasks(), 2)] == [2]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from widealign.cli.common import UsageError, add_threads, data_location
-from widealign.sweeps.catalogue import Family, Task, family_names, load_family, parse_override
+from widealign.sweeps.catalogue import MAX_RUNS, Family, Task, family_names, load_family, parse_override
 from widealign.sweeps.sweep import DEFAULT_BATCH_RUNS, EXECUTORS
 
 
@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train K runs that differ only in seed (or seed and lr) as one batched model (sequential "
         f"and process executors; default: up to {DEFAULT_BATCH_RUNS} where it pays, small runs such as "
         "the Add task's; 1 turns it off)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-runs", type=int, default=MAX_RUNS, metavar="N",
+        help=f"refuse a family that expands into more than N runs (default {MAX_RUNS:,})",
     )  # fmt: skip
     run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
     run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
@@ -83,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     from widealign.runs.run import TENSORBOARD_ENV, check_writable
     from widealign.sweeps.estimate import family_time_classes
     from widealign.sweeps.runners import validate
-    from widealign.sweeps.sweep import batch_groups, checked_tasks, other_runs, run_sweep, summarise
+    from widealign.sweeps.sweep import (
+        batch_groups,
+        check_slurm,
+        checked_tasks,
+        other_runs,
+        run_sweep,
+        summarise,
+    )
 
     if args.list:
         print(f"{'family':<11} {'runs':>5} {'smoke':>5}  {'CPU':<9} {'GPU':<9} description")
@@ -106,9 +117,15 @@ def run(args: argparse.Namespace) -> int:
     slurm_options = dict(parse_override(text) for text in args.slurm)
     if slurm_options and args.executor != "slurm":
         raise UsageError("--slurm goes with --executor slurm")
-    tasks = family.tasks()
+    if args.max_runs <= 0:
+        raise UsageError(f"--max-runs must be a positive integer, got {args.max_runs}")
+    if args.executor == "slurm" and not (args.dry_run or args.estimate):
+        check_slurm(slurm_options)
+    tasks = family.tasks(args.max_runs)
+    if not tasks:
+        raise UsageError(f"family {family.name!r} has no runs (a swept list is empty); nothing to do")
     if not (args.dry_run or args.estimate):
-        tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run)
+        tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run, args.max_runs)
     try:
         size = args.batch_runs if args.executor in ("sequential", "process") else 1
         units = batch_groups(tasks, size, measure=not (args.dry_run or args.estimate))
@@ -141,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_sweep(
         family, out, args.executor, args.workers, args.ray_address, progress=progress,
         gpus_per_run=args.gpus_per_run, threads=args.threads, slurm_options=slurm_options,
-        batch_runs=args.batch_runs,
+        batch_runs=args.batch_runs, max_runs=args.max_runs,
     )  # fmt: skip
     print(summarise(results))
     print(f"next: widealign report {out}")

@@ -57,7 +57,7 @@ def sweep_runs(results_dir: str | os.PathLike) -> set[str]:
         return {str(run["run_id"]) for run in manifest["runs"]}
     except FileNotFoundError as err:
         raise ValueError(f"{path} not found: {results_dir} was not written by widealign run") from err
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
         raise ValueError(f"{path} is not a sweep manifest ({type(err).__name__}: {err})") from err
 
 

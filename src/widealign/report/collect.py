@@ -126,7 +126,11 @@ def collect(results_dir: str | os.PathLike, runs: Collection[str] | None = None)
     if not root.is_dir():
         raise ValueError(f"results folder {str(root)!r} does not exist")
     rows = []
-    for file in sorted(root.rglob(RESULT_FILE)):
+    files, unlisted = result_files(root)
+    for folder, reason in unlisted:
+        name = folder.relative_to(root).as_posix()
+        rows.append(record_row({"status": "unreadable", "error": f"cannot list {folder}: {reason}"}, name))
+    for file in files:
         folder = file.parent.relative_to(root).as_posix()
         if runs is not None and folder not in runs:
             continue
@@ -137,6 +141,30 @@ def collect(results_dir: str | os.PathLike, runs: Collection[str] | None = None)
             continue
         rows.append(record_row(record, folder))
     return rows
+
+
+def result_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every ``result.json`` under ``root`` (sorted), and the folders that could not be listed with why.
+
+    ``Path.rglob`` skips a folder it cannot list without a word; this walk reports it instead.
+    """
+    files: list[Path] = []
+    unlisted: list[tuple[Path, str]] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except OSError as err:
+            unlisted.append((folder, err.strerror or str(err)))
+            continue
+        for entry in found:
+            if entry.name == RESULT_FILE and entry.is_file():
+                files.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+    return sorted(files), sorted(unlisted)
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:

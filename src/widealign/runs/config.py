@@ -115,6 +115,7 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """This configuration with the data set's defaults filled in, after checking every field."""
+        self._check_types()
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
@@ -128,6 +129,32 @@ class RunConfig:
         if self.batch_size is None and cfg.train_size is not None:
             cfg = replace(cfg, batch_size=low_data_batch_size(cfg.batch_size, cfg.train_size))
         return replace(cfg, rule_options=check_rule_options(cfg.rule, cfg.rule_options))
+
+    def _check_types(self) -> None:
+        """Names are strings and options tables (a list or a number there is a one-line error)."""
+        for name in (
+            "rule",
+            "variant",
+            "dataset",
+            "parameterization",
+            "norm",
+            "optimizer",
+            "dtype",
+            "device",
+        ):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name (a string), got {getattr(self, name)!r}")
+        for name in ("model", "loss", "preset", "autocast"):
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise ValueError(f"{name} must be a name (a string) or left out, got {getattr(self, name)!r}")
+        for name in ("rule_options", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a table of name = value, got {getattr(self, name)!r}")
+        if self.strides is not None and (
+            not isinstance(self.strides, list)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.strides)
+        ):
+            raise ValueError(f"strides must be a list of positive integers, got {self.strides!r}")
 
     def _check(self) -> None:
         _choice("rule", self.rule, RULES)
@@ -155,6 +182,12 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, (int, float))
+            or not (math.isfinite(self.eps) and self.eps > 0)
+        ):
+            raise ValueError(f"eps (the normalisation epsilon) must be a positive number, got {self.eps!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
         if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size <= 0):

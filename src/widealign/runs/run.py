@@ -12,12 +12,24 @@ written as a table, ``metrics.csv``.
 A folder is never mixed up: the run holds its lock (:func:`widealign.storage.run_lock`) while it
 uses it; ``result.json`` and ``checkpoint.pt`` both carry the configuration they were made with,
 and a run whose configuration differs is refused with the differing fields named; a damaged file
-is a one-line error naming it, and the folder is left as it was.
+is a one-line error naming it, and the folder is left as it was. Every ``result.json`` carries a
+``digest`` (SHA-256 over the record and its checkpoint's bytes, :func:`record_digest`): a record
+edited by hand (``"running"`` made ``"finished"``, say), or one beside another checkpoint, is
+refused on resume rather than trusted. A record from before digests is trusted only where it is
+consistent (finished after all its epochs; diverged with its error). A record that has trained
+epochs but whose checkpoint is gone is refused too, rather than restarted silently.
+
+``sessions`` lists how each stretch of epochs was trained: ``first_epoch``, ``last_epoch``,
+``batch_runs`` (1 alone; None where unknown: resumed from a checkpoint without its record) and,
+for a batched stretch, ``batched_with`` (the other members' folder names) and ``float32_batched``
+(a float32 batched run equals its separate run only up to rounding, which training can amplify:
+docs/performance.md#batched-runs). A sweep resumed with another grouping adds a session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -41,7 +53,7 @@ from widealign.runs.config import (
     resolve_device,
 )
 from widealign.runs.identity import run_identity
-from widealign.storage import load_checkpoint, run_lock, write_json_atomic
+from widealign.storage import file_digest, load_checkpoint, run_lock, write_json_atomic
 from widealign.train import DivergedError, EpochRecord, Trainer
 from widealign.train.batched import BatchedTrainer
 from widealign.train.metrics import METRICS_FILE, TensorBoardLogger, write_metrics_csv
@@ -52,6 +64,9 @@ DATA_DIR_ENV, DOWNLOAD_ENV = "WIDEALIGN_DATA_DIR", "WIDEALIGN_DOWNLOAD"
 TENSORBOARD_ENV = "WIDEALIGN_TENSORBOARD"
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE = "sweep.json"  # a sweep's manifest, in its results folder
+#: Deepest nesting of lists and objects a results file may have (real records nest about 5 deep);
+#: deeper files are refused as not result records, before anything recurses into them.
+MAX_JSON_DEPTH = 32
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -79,17 +94,51 @@ def new_record(kind: str, config: dict[str, Any], seed: int, device: torch.devic
     }
 
 
+def json_depth(text: str) -> int:
+    """How deeply lists and objects nest in JSON ``text`` (counted without parsing, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def load_json_file(path: str | os.PathLike, what: str) -> Any:
+    """The JSON in file ``path``; a one-line ValueError naming it (as not ``what``) if it is not
+    JSON text or nests deeper than :data:`MAX_JSON_DEPTH`."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not {what} (not text: {err.reason})") from err
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from err
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{path} is not {what} (nested {depth} deep; at most {MAX_JSON_DEPTH} allowed)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not {what} (not valid JSON: {err})") from err
+
+
 def read_result_file(path: str | os.PathLike) -> dict[str, Any]:
     """The result record in file ``path``; a one-line ValueError naming it if it is not one."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not a result record (not text: {err.reason})") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not a result record (not valid JSON: {err})") from err
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror or err}") from err
+    record = load_json_file(path, "a result record")
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a result record (it holds {json.dumps(record)[:40]}, not an object)")
     for key, kind in (("config", dict), ("status", str), ("epochs", list)):
@@ -98,8 +147,44 @@ def read_result_file(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of ``record`` (without its ``digest``) as canonical JSON: what a result file carries."""
+    body = json.loads(json.dumps({k: v for k, v in record.items() if k != "digest"}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_digest(record: dict[str, Any], out: Path) -> None:
+    """Refuse (one-line ValueError) a result in folder ``out`` edited by hand or beside another checkpoint."""
+    path, checkpoint = out / RESULT_FILE, out / CHECKPOINT_FILE
+    again = "delete it to rebuild it from the checkpoint (or to run again)"
+    if not isinstance(record.get("digest"), str):  # from an older widealign: check what can be checked
+        expected, done = record["config"].get("epochs"), len(record["epochs"])
+        if record["status"] == "finished" and isinstance(expected, int) and done != expected:
+            raise ValueError(
+                f"{path} says finished after {done} of its {expected} epochs and carries no digest "
+                f"(edited by hand?); {again}"
+            )
+        if record["status"] == "diverged" and not record.get("error"):
+            raise ValueError(
+                f"{path} says diverged without an error and carries no digest (edited by hand?); {again}"
+            )
+        return
+    if record_digest(record) != record["digest"]:
+        raise ValueError(f"{path} was changed after widealign wrote it (its digest does not match); {again}")
+    recorded = record.get("checkpoint_sha256")
+    if recorded is not None and checkpoint.exists() and file_digest(checkpoint) != recorded:
+        raise ValueError(f"{path} does not belong to {checkpoint} (another checkpoint's digest); {again}")
+
+
 def write_result(record: dict[str, Any], out: str | os.PathLike) -> None:
-    """Write a run's ``result.json`` and its per-epoch table ``metrics.csv`` into folder ``out``."""
+    """Write a run's ``result.json`` and its per-epoch table ``metrics.csv`` into folder ``out``.
+
+    The record gets ``checkpoint_sha256`` (of ``out/checkpoint.pt``, None without one) and its
+    ``digest`` (:func:`record_digest`), which a resume checks (:func:`check_digest`).
+    """
+    checkpoint = Path(out) / CHECKPOINT_FILE
+    record["checkpoint_sha256"] = file_digest(checkpoint) if checkpoint.exists() else None
+    record["digest"] = record_digest(record)
     write_json_atomic(record, Path(out) / RESULT_FILE)
     write_metrics_csv(record.get("epochs", []), Path(out) / METRICS_FILE)
 
@@ -158,6 +243,8 @@ def read_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
 def check_writable(out: str | os.PathLike) -> Path:
     """Create ``out`` if needed and make sure files can be written there (a clear error if not)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {str(out)!r} is a file; give a folder (new or existing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -182,14 +269,24 @@ def load_data(cfg: RunConfig) -> Dataset:
         official_test=cfg.official_test,
         holdout=cfg.holdout,
     )
-    return data if cfg.train_size is None else data.subset(cfg.train_size)
+    if cfg.train_size is None:
+        return data
+    available = len(data.x_train) if hasattr(data, "x_train") else None
+    if available is not None and cfg.train_size > available:
+        raise ValueError(
+            f"train size {cfg.train_size} is more than the {available} training examples of "
+            f"{cfg.dataset}; choose at most {available}"
+        )
+    return data.subset(cfg.train_size)
 
 
 def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The ended (finished or diverged) run in ``out``, if any; a different configuration is an error.
 
     The device is not compared (:func:`~widealign.runs.identity.run_identity`): a run may
-    resume, or be looked up, on another device than the one it started on.
+    resume, or be looked up, on another device than the one it started on. An ended record must
+    carry a matching digest (:func:`check_digest`); a record with trained epochs but no checkpoint
+    beside it is refused (it cannot be resumed, and restarting would silently discard it).
     """
     previous = read_result(out)
     differ = [] if previous is None else config_differences(previous["config"], config)
@@ -198,9 +295,19 @@ def previous_result(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
             f"{out} holds a run with a different configuration ({'; '.join(differ)}); choose another "
             "output folder"
         )
-    if previous is not None and previous["status"] in ("finished", "diverged"):
+    if previous is None:
+        return None
+    if previous["status"] in ("finished", "diverged"):
+        check_digest(previous, out)
         previous["already_complete"] = True
-    return previous if previous is not None and previous["status"] in ("finished", "diverged") else None
+        return previous
+    if previous["epochs"] and previous.get("checkpoint_sha256") and not (out / CHECKPOINT_FILE).exists():
+        raise ValueError(
+            f"{out / RESULT_FILE} records {len(previous['epochs'])} trained epoch(s) but "
+            f"{out / CHECKPOINT_FILE} is missing, so the run cannot resume; delete result.json to start "
+            "it again"
+        )
+    return None
 
 
 def train_run(
@@ -259,11 +366,43 @@ class _Run:
         if state is not None:
             resume(self.trainer.resume, state, checkpoint)
         self.record = new_record(kind, cfg.as_dict(), cfg.seed, device)
+        self.record["sessions"] = self._earlier_sessions()
+        self.session: dict[str, Any] = {"first_epoch": self.trainer.epoch + 1, "batch_runs": 1}
         self.board = TensorBoardLogger(tensorboard) if tensorboard is not None else None
         self.start = time.perf_counter()
 
+    def _earlier_sessions(self) -> list[dict[str, Any]]:
+        """The sessions that trained the checkpoint's epochs, from the record on disk (or unknown)."""
+        done = self.trainer.epoch
+        if done == 0:
+            return []
+        with contextlib.suppress(ValueError):
+            earlier = (read_result(self.out) or {}).get("sessions") if self.out is not None else None
+            if isinstance(earlier, list) and all(isinstance(e, dict) for e in earlier):
+                kept = [dict(e) for e in earlier if isinstance(e.get("first_epoch"), int)]
+                kept = [e for e in kept if e["first_epoch"] <= done]
+                for e in kept:
+                    if isinstance(e.get("last_epoch"), int):
+                        e["last_epoch"] = min(e["last_epoch"], done)
+                if kept and kept[-1].get("last_epoch") == done:
+                    return kept
+        return [{"first_epoch": 1, "last_epoch": done, "batch_runs": None}]
+
+    def batched_with(self, others: list[str]) -> None:
+        """Record that this session trains batched with the runs in folders ``others``."""
+        self.session |= {
+            "batch_runs": len(others) + 1,
+            "batched_with": others,
+            "float32_batched": self.cfg.dtype == "float32",
+        }
+        self.record["batch_runs"] = len(others) + 1
+
     def save(self, epoch_record: EpochRecord | None = None) -> None:
         """Write the record with the epochs so far (and log ``epoch_record`` where asked)."""
+        if self.trainer.epoch >= self.session["first_epoch"]:
+            self.session["last_epoch"] = self.trainer.epoch
+            if not any(entry is self.session for entry in self.record["sessions"]):
+                self.record["sessions"].append(self.session)
         self.record["epochs"] = [r.as_dict() for r in self.trainer.history]
         self.record["wall_seconds"] = sum(r.seconds for r in self.trainer.history)
         if self.out is not None:
@@ -393,8 +532,9 @@ def _fit_together(runs: list[_Run], progress: bool) -> dict[int, dict[str, Any]]
     batched = BatchedTrainer(
         [r.trainer for r in runs], rule_options=rule_arguments(runs[0].cfg), progress=progress
     )
-    for run in runs:
-        run.record["batch_runs"] = len(runs)
+    names = [str(run.out.name) if run.out is not None else f"#{k}" for k, run in enumerate(runs)]
+    for k, run in enumerate(runs):
+        run.batched_with([name for j, name in enumerate(names) if j != k])
     try:
         diverged = batched.fit(epochs, on_epoch=lambda k, record: runs[k].save(record))
     except BaseException:

@@ -14,7 +14,13 @@ string): ``epochs=2`` fixes a value in every run (also where a block sweeps it),
 replaces the values a block sweeps (in every block that sweeps ``width``, or adds it to all blocks).
 
 A run's folder name and the check that a folder holds the same run use its identity
-(:func:`widealign.runs.identity.run_identity`), which leaves out where it executes.
+(:func:`widealign.runs.identity.run_identity`), which leaves out where it executes. Folder names
+keep to characters every file system accepts (others become ``-``) and to :data:`NAME_MAX` bytes
+(a longer readable part is cut; the digest at the end keeps names unique).
+
+A family expands into at most :data:`MAX_RUNS` runs unless told otherwise (``widealign run
+--max-runs N``): the grid is counted before it is expanded, so a typo such as a list of 10^4
+values in four keys is refused at once instead of filling memory.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -36,6 +44,14 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+#: The most runs a family may expand into unless the caller raises it (``--max-runs``).
+MAX_RUNS = 100_000
+#: The longest file name (in bytes) that common file systems accept (ext4, NTFS, APFS: 255).
+NAME_MAX = 255
+#: Characters that some file system refuses in a name (Windows: ``<>:"/\\|?*``; control characters).
+UNSAFE_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f\s]')
 
 
 @dataclass(frozen=True)
@@ -85,8 +101,26 @@ class Family:
                     block.pop(key, None)
         return replace(self, base=base, sweeps=sweeps)
 
-    def tasks(self) -> list[Task]:
-        """Every run of the family, in a stable order, each with a unique, readable folder name."""
+    def count(self) -> int:
+        """How many runs the sweep blocks describe (before duplicates are removed), without expanding them."""
+        return sum(math.prod(len(v) for v in b.values() if isinstance(v, list)) for b in self.sweeps or [{}])
+
+    def tasks(self, max_runs: int | None = MAX_RUNS) -> list[Task]:
+        """Every run of the family, in a stable order, each with a unique, readable folder name.
+
+        Raises ValueError, before expanding anything, if the blocks describe more than ``max_runs``
+        runs (None: no limit).
+        """
+        count = self.count()
+        if max_runs is not None and count > max_runs:
+            sizes = "; ".join(
+                " x ".join(f"{k} {len(v)}" for k, v in b.items() if isinstance(v, list)) or "1"
+                for b in self.sweeps
+            )
+            raise ValueError(
+                f"family {self.name!r} describes {count:,} runs ({sizes}); at most {max_runs:,} are allowed "
+                "(raise the limit with --max-runs N)"
+            )
         tasks, seen = [], set()
         for block in self.sweeps or [{}]:
             swept = {k: v for k, v in block.items() if isinstance(v, list)}
@@ -104,8 +138,25 @@ class Family:
 def _run_id(point: dict[str, Any], config: dict[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(run_identity(config), sort_keys=True).encode()).hexdigest()[:8]
     point = run_identity(point)
-    readable = "_".join(f"{k}-{v}" for k, v in point.items()).replace("/", "-").replace(" ", "")
+    readable = UNSAFE_NAME.sub("-", "_".join(f"{k}-{v}" for k, v in point.items()).replace(" ", ""))
+    room = NAME_MAX - len(digest) - 1
+    if len(readable.encode()) > room:
+        readable = readable.encode()[:room].decode(errors="ignore")
     return f"{readable}_{digest}" if readable else digest
+
+
+def check_family_name(name: Any, source: str) -> None:
+    """A family name is used as a folder name: non-empty, not ``.`` or ``..``, safe characters."""
+    if (
+        not isinstance(name, str)
+        or name.strip(".") == ""
+        or UNSAFE_NAME.search(name)
+        or len(name.encode()) > NAME_MAX
+    ):
+        raise ValueError(
+            f"{source}: name must be a folder name (letters, digits, '.', '-', '_'; not '.' or '..'; "
+            f"at most {NAME_MAX} bytes), got {name!r}"
+        )
 
 
 def family_names() -> list[str]:
@@ -131,7 +182,14 @@ def load_family(name: str | os.PathLike) -> Family:
         path = Path(name)
         if not path.is_file():
             raise ValueError(f"no experiment family file {str(path)!r}")
-        return family_from_toml(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode()
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{path} is not a UTF-8 text file (byte {err.object[err.start]:#04x} at position "
+                f"{err.start}); save it as UTF-8"
+            ) from None
+        return family_from_toml(text, str(path))
     names = family_names()
     if name not in names:
         raise ValueError(
@@ -159,8 +217,7 @@ def family_from_toml(text: str, source: str) -> Family:
     unknown = sorted(set(raw) - set(FAMILY_KEYS))
     if unknown:
         raise ValueError(f"{source} has unknown key(s) {', '.join(unknown)}; known: {', '.join(FAMILY_KEYS)}")
-    if not isinstance(raw["name"], str) or not raw["name"] or "/" in raw["name"]:
-        raise ValueError(f"{source}: name must be a non-empty string without '/', got {raw['name']!r}")
+    check_family_name(raw["name"], source)
     if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
         raise ValueError(f"{source}: version must be a positive integer, got {raw['version']!r}")
     sweeps = raw.get("sweep", [])

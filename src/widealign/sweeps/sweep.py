@@ -17,6 +17,9 @@ Executors:
 * ``process``: a local pool of ``workers`` processes (spawned), each with ``cores / workers`` threads.
   Workers exit when the sweep's process dies (even by ``kill -9``): on Linux the kernel signals
   them (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread checks their parent every second.
+  A worker that dies (killed, out of memory) breaks the pool: the pool is started again and the
+  runs it was working on are retried once (they resume from their checkpoints); a run lost twice
+  is recorded as failed with the reason, and the sweep goes on with the rest.
 * ``ray``: tasks on a Ray cluster (``ray_address``, e.g. ``auto`` or ``ray://host:10001``) or on a
   local Ray instance started for the sweep. The results folder must be on a file system that every
   node sees. Each run asks Ray for one CPU and, if its device is ``cuda``, for ``gpus_per_run`` GPUs
@@ -29,7 +32,9 @@ Executors:
   (``timeout_min``, ``cpus_per_task``, ``mem_gb``, ``gpus_per_node``, ``slurm_partition``,
   ``slurm_account``, ``slurm_array_parallelism``, any ``slurm_*`` key); runs on ``cuda`` ask for one
   GPU each unless ``gpus_per_node`` says otherwise. The option ``cluster="local"`` runs the jobs as
-  local processes through submitit's local executor instead (to try a sweep out, and in the tests).
+  local processes through submitit's local executor instead (to try a sweep out, and in the tests);
+  without it, a machine where SLURM's ``sbatch`` is not found is refused before any run (submitit
+  would otherwise run the jobs here and report success).
   Needs the optional extra: ``pip install -e '.[slurm]'``.
 """
 
@@ -41,6 +46,7 @@ import ctypes
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -67,7 +73,7 @@ from widealign.runs.run import (
 )  # fmt: skip
 from widealign.storage import WriteError, run_lock, write_text_atomic
 from widealign.sweeps.batching import auto_batch_key
-from widealign.sweeps.catalogue import Family, Task
+from widealign.sweeps.catalogue import MAX_RUNS, Family, Task
 from widealign.sweeps.estimate import check_sweep_memory
 from widealign.sweeps.runners import RUNNERS, check_here, validate
 from widealign.system import threads_per_worker, usable_cpus
@@ -140,6 +146,8 @@ def _batch_key(task: Task, auto: bool, sizes: dict[str, Any], measure: bool = Tr
     try:
         cfg = RunConfig(**task.config)
         key = batch_key(cfg)
+        if auto and cfg.dtype != "float64":  # float32 batched runs are opt-in (module docstring)
+            return None
         if key is not None and auto:
             key = auto_batch_key(cfg, key, sizes, measure)
         return key
@@ -186,6 +194,7 @@ def run_sweep(
     threads: int | None = None,
     slurm_options: dict[str, Any] | None = None,
     batch_runs: int | None = None,
+    max_runs: int | None = MAX_RUNS,
 ) -> list[dict[str, Any]]:
     """Run every task of ``family`` into ``out``; returns their result records in task order.
 
@@ -196,7 +205,9 @@ def run_sweep(
     (:func:`~widealign.runs.run.train_batched`); 1 trains every run on its own, None
     batches where it pays (:func:`batch_groups`).
     """
-    tasks = checked_tasks(family, executor, workers, gpus_per_run)
+    if executor == "slurm":
+        check_slurm(slurm_options or {})
+    tasks = checked_tasks(family, executor, workers, gpus_per_run, max_runs)
     units = batch_groups(tasks, batch_runs if executor in ("sequential", "process") else 1)
     out = check_writable(out)
     with run_lock(out):
@@ -207,7 +218,11 @@ def run_sweep(
 
 
 def checked_tasks(
-    family: Family, executor: str = "sequential", workers: int | None = None, gpus_per_run: float = 1.0
+    family: Family,
+    executor: str = "sequential",
+    workers: int | None = None,
+    gpus_per_run: float = 1.0,
+    max_runs: int | None = MAX_RUNS,
 ) -> list[Task]:
     """The family's tasks, every one checked for ``executor`` before any starts (ValueError if not).
 
@@ -219,7 +234,9 @@ def checked_tasks(
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    tasks = family.tasks()
+    tasks = family.tasks(max_runs)
+    if not tasks:
+        raise ValueError(f"family {family.name!r} has no runs (a swept list is empty)")
     for task in tasks:
         validate(task)
         if executor == "ray":
@@ -308,14 +325,47 @@ def _process_pool(
     cores = usable_cpus()
     workers = workers or cores
     threads = threads or threads_per_worker(workers, cores)
-    results = []
-    with worker_pool(workers) as pool, _bar(sum(map(len, units)), progress) as bar:
-        futures = [pool.submit(run_group, list(u), str(out), False, threads) for u in units]
-        for future in cf.as_completed(futures):
-            done = future.result()
-            results.extend(done)
-            bar.update(len(done))
+    results: list[dict[str, Any]] = []
+    todo, tries = [list(u) for u in units], [0] * len(units)
+    with _bar(sum(map(len, units)), progress) as bar:
+        while todo:
+            lost: list[list[Task]] = []
+            with worker_pool(workers) as pool:
+                futures = {pool.submit(run_group, u, str(out), False, threads): k for k, u in enumerate(todo)}
+                for future in cf.as_completed(futures):
+                    try:
+                        done = future.result()
+                    except cf.process.BrokenProcessPool:  # a worker died: retry its runs once
+                        lost.append(todo[futures[future]])
+                        continue
+                    results.extend(done)
+                    bar.update(len(done))
+            todo = []
+            for unit in lost:
+                if _retried(unit, tries, units):
+                    done = [_lost_result(t) for t in unit]
+                    results.extend(done)
+                    bar.update(len(done))
+                else:
+                    todo.append(unit)
     return results
+
+
+def _retried(unit: list[Task], tries: list[int], units: Sequence[Sequence[Task]]) -> bool:
+    """Count a lost try of ``unit``; whether it had been tried again already (then it fails)."""
+    k = next(i for i, u in enumerate(units) if list(u) == unit)
+    tries[k] += 1
+    return tries[k] > 1
+
+
+def _lost_result(task: Task) -> dict[str, Any]:
+    """The record of a run whose worker process died twice (killed, or out of memory)."""
+    return {
+        "status": "failed",
+        "config": task.config,
+        "error": "its worker process died twice (killed, or out of memory); rerun the sweep to retry it",
+        "run_id": task.run_id,
+    }
 
 
 def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
@@ -396,6 +446,20 @@ def ended_result(task: Task, out: Path) -> dict[str, Any] | None:
     if any(recorded.get(key, object()) != value for key, value in wanted.items()):
         return None  # let the runner decide (and report a clash)
     return result | {"run_id": task.run_id}
+
+
+def check_slurm(options: dict[str, Any]) -> None:
+    """Refuse ``--executor slurm`` where SLURM is not installed, unless ``cluster`` names one.
+
+    submitit's AutoExecutor falls back to running the jobs as local processes when it finds no
+    SLURM, which would report a cluster sweep as done here; ``cluster=local`` asks for that.
+    """
+    if options.get("cluster") is None and shutil.which("sbatch") is None:
+        raise ValueError(
+            "--executor slurm: SLURM's sbatch is not found on this machine; run the sweep where SLURM "
+            "is installed, or use --executor sequential or process (or --slurm cluster=local to run "
+            "the jobs here through submitit)"
+        )
 
 
 def slurm_parameters(tasks: Sequence[Task], options: dict[str, Any]) -> dict[str, Any]:
