@@ -16,9 +16,11 @@ the layer's input); ``e = dL/df`` the output error; ``B_s`` the fixed matrix pla
   the RNN). ``modules=1`` is bp; ``modules=L`` is plain dfa on feed-forward models (on the RNN,
   ``modules=2`` keeps backprop through time inside the recurrent module, ``modules=3`` is plain dfa).
   ``modules=0`` (the default) is plain dfa.
-* ``bp_modules=j`` (hybrid DFA): the last ``j`` modules learn by backprop: the boundaries between
-  them are removed, so the output error reaches them through the true weights; earlier modules
-  still receive ``B_s^T e``. ``bp_modules >= k`` is bp.
+* ``bp_modules=j`` (hybrid DFA): the last ``j`` modules learn by backprop: the ``j - 1``
+  boundaries between them are removed, so the output error reaches them through the true weights;
+  earlier modules still receive ``B_s^T e``. The last module always learns from the true error, so
+  ``bp_modules=1`` changes nothing; ``bp_modules >= k`` is bp. With ``modules=0`` every synaptic
+  layer is a module: ``bp_modules=2`` trains the readout and the layer below it by backprop.
 * ``sparse=r`` (sparse backward weights): ``B_s`` keeps one entry in ``r``. For a conv map ``u_s``
   (C x H x W) the entries kept are the rows and columns ``h, w`` divisible by ``r`` (every channel),
   so ``B_s u_s`` is a convolution of ``u_s`` with the kernel ``K[o, c, i, j] = B_s[o, c, r*i, r*j]``
@@ -70,7 +72,7 @@ class ModuleOptions:
         k = self.modules or num_layers
         sizes = [num_layers // k + (m < num_layers % k) for m in range(k)]
         starts = [sum(sizes[:m]) for m in range(1, k)]
-        kept = starts[: max(len(starts) - self.bp_modules, 0)]
+        kept = starts[: max(len(starts) - max(self.bp_modules - 1, 0), 0)]
         if self.groups > 1 and len(kept) == num_layers - 1:
             raise ValueError(
                 f"dfa groups={self.groups} acts on errors passing inside a module; with every layer its own "
