@@ -62,6 +62,12 @@ class Rule(nn.Module):
         self.loss_fn = get_loss(loss)
         self.layers: list[Synaptic] = synaptic_layers(model)
 
+    @classmethod
+    def batchable_with(cls, options: dict) -> bool:
+        """Whether runs of this rule with these options (:func:`~widealign.rules.rule_options`) can
+        train batched; :attr:`batchable` unless a rule says otherwise."""
+        return cls.batchable
+
     def backward(self, x: Tensor, y: Tensor) -> StepResult:
         """Fill the model parameters' ``.grad`` with this rule's update for the batch ``(x, y)``.
 

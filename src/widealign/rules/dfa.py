@@ -24,9 +24,15 @@ The matrices are kept in synaptic-layer order: ``feedback[i]`` is the one for th
 that feeds synaptic layer ``i`` (the last tapped output belongs to the readout's index; entries
 without a matrix are None). ``B_l`` needs the sizes ``d_l``, so the matrices are drawn at the first
 pass (or loaded by ``load_state_dict``/``set_feedback`` before it).
+
+Han et al.'s extensions (module-wise DFA, hybrid DFA, sparse backward weights, error propagation
+through group convolution) are the options ``modules``, ``bp_modules``, ``sparse`` and ``groups``,
+described in :mod:`widealign.rules.dfa_modules`; their defaults give plain dfa.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.models.layers import grouped_linear, routed, taps
 from widealign.rules.base import FeedbackState, RecordInputs, Rule, is_recurrent
+from widealign.rules.dfa_modules import ModuleOptions, ModuleRoute, project, sparse_mask
 from widealign.seeding import generator
 
 
@@ -43,9 +50,22 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
     name = "dfa"
     batchable = True
 
-    def __init__(self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Loss = "mse",
+        seed: int = 0,
+        modules: int = 0,
+        bp_modules: int = 0,
+        sparse: int = 1,
+        groups: int = 1,
+    ) -> None:
         super().__init__(model, loss)
         self.seed = seed
+        self.options = ModuleOptions(modules, bp_modules, sparse, groups)
+        self.boundaries = self.options.boundaries(len(self.layers))
+        if not self.options.plain:
+            self.batchable = False
         self.tapped = bool(taps(model, "hidden"))
         if is_recurrent(model) and not self.tapped:
             raise ValueError(
@@ -54,7 +74,14 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
             )
         self._init_feedback([None] * len(self.layers))
 
+    @classmethod
+    def batchable_with(cls, options: dict) -> bool:
+        """Plain dfa trains batched; Han et al.'s options train one run at a time."""
+        return ModuleOptions(**options).plain
+
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.options.plain:
+            return self._modular_backward(x, y)
         output, hidden, slots = self._pass(x)
         groups = self.layers[-1].members
         projection = sum(grouped_linear(u, self.feedback[i], groups) for u, i in zip(hidden, slots))
@@ -66,7 +93,7 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         """Draw the matrices B_l for inputs like ``x`` (one pass without gradients) if not yet drawn."""
         if all(b is None for b in self.feedback):
             with torch.no_grad():
-                self._pass(x)
+                self._pass(x) if self.options.plain else self._modular_pass(x)
 
     def _pass(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[int]]:
         """The current network's output, the hidden outputs u_l and their matrices' slots (drawing
@@ -97,3 +124,49 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
         for i, d in sizes.items():
             matrices[i] = torch.randn(outputs, d, generator=g, dtype=like.dtype) / d**0.5
         self.set_feedback(matrices)
+
+    def _modular_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Han et al.'s variants (:mod:`~widealign.rules.dfa_modules`): ``B_s^T e`` at the module
+        boundaries, backprop inside the modules."""
+        output, hidden, slots, batch_dims = self._modular_pass(x)
+        rate = self.options.sparse
+        projection = sum(
+            (
+                project(u, self.feedback[s], rate, batch_dims)
+                for u, s in zip(hidden, slots)
+                if s in self.boundaries
+            ),
+            torch.zeros_like(output),
+        )
+        loss = self.loss_fn(output + (projection - projection.detach()), y)
+        loss.backward()
+        return loss, output
+
+    def _modular_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[int], int]:
+        """The output, every hidden output u_s with its slot s, and the number of batch axes."""
+        if self.layers[-1].members > 1:
+            raise ValueError("dfa with modules, bp_modules, sparse or groups cannot train in a batched run")
+        route = ModuleRoute(len(self.layers), self.boundaries, self.tapped, self.options.groups)
+        with routed(self.model, route):
+            output = self.model(x)
+        if self.tapped:
+            hidden = route.hidden
+            slots = list(range(len(self.layers) - len(hidden), len(self.layers)))
+        else:
+            if any(len(calls) != 1 for calls in route.inputs[1:]):
+                raise ValueError("dfa needs Tap('hidden') marks on a model that calls a synaptic layer twice")
+            hidden = [calls[0] for calls in route.inputs[1:]]
+            slots = list(range(1, len(self.layers)))
+        batch_dims = output.dim() - 1
+        if self.feedback[slots[0]] is None:
+            shapes = {s: tuple(u.shape[batch_dims:]) for s, u in zip(slots, hidden)}
+            self._draw(output.shape[-1], {s: math.prod(shape) for s, shape in shapes.items()}, output)
+            if self.options.sparse > 1:
+                rate = self.options.sparse
+                self.set_feedback(
+                    [
+                        b if b is None else b * sparse_mask(b.shape[0], shapes[i], rate).to(b)
+                        for i, b in enumerate(self.feedback)
+                    ]
+                )
+        return output, hidden, slots, batch_dims

@@ -471,7 +471,11 @@ def batch_key(cfg: RunConfig) -> str | None:
     trains without autocast (autocast runs train one at a time).
     """
     cfg = cfg.resolved()
-    if not RULES[cfg.rule].batchable or cfg.model not in MODELS or cfg.autocast is not None:
+    if (
+        not RULES[cfg.rule].batchable_with(cfg.rule_options)
+        or cfg.model not in MODELS
+        or cfg.autocast is not None
+    ):
         return None
     shared = cfg.as_dict()
     shared.pop("seed")
