@@ -21,7 +21,7 @@ each layer updates locally, ``grad W_l = -s_l (f_l'(a_l) * eps_{l+1}) x_l^T``.
 Options (the authors' code's defaults, docs/relaxation.md cites file and line): ``iterations=500``,
 ``step=0.02`` (their inference rate 0.01 times the factor 2 of their update), ``clamp=1000`` (their
 clamps of the value-node increment, the weight updates and the error-weight update, each at 1000);
-``tol=2e-3`` (ours, measured). The paper's three relaxations: ``feedback="learned"`` (backward
+``tol=1e-3`` (ours, measured). The paper's three relaxations: ``feedback="learned"`` (backward
 weights ``B_l``, buffers ``feedback_i``, that receive the forward weights' update,
 ``B_l <- B_l - feedback_lr_scale * lr * grad W_l``); ``derivatives=False`` (no ``f'`` in the
 backward term of the inference dynamics); ``error_connectivity="learned"`` (error units see their
@@ -74,7 +74,7 @@ class PredictiveCoding(FeedbackState, Rule):
         seed: int = 0,
         iterations: int = 500,
         step: float = 0.02,
-        tol: float = 2e-3,
+        tol: float = 1e-3,
         clamp: float = 1000.0,
         fixed_predictions: bool = True,
         feedback: str = "exact",
