@@ -31,7 +31,6 @@ than the activity). Feed-forward models only (MLP, conv net, chains of dense lay
 :meth:`step_stats` gives ``relax_iterations``, the iterations the last step ran.
 """
 
-
 from __future__ import annotations
 
 import torch
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.rules.base import FeedbackState, Rule
 from widealign.rules.layerwise import (
+    CHECK_EVERY,
     Chain,
     check_choice,
     check_relaxation,
@@ -127,7 +127,7 @@ class ActivationRelaxation(FeedbackState, Rule):
                     change = (backs[layer](upper) - xs[layer]).mul_(self.step)
                     xs[layer].add_(change)
                     changes.append(change)
-                if self.tol > 0 and settled(changes, xs[1:], self.tol * self.step):
+                if self.tol > 0 and n % CHECK_EVERY == 0 and settled(changes, xs[1:], self.tol * self.step):
                     break
             self.iterations_used = n
         if relaxed:

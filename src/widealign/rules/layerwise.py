@@ -211,6 +211,11 @@ def learned_feedback_step(rule: nn.Module, lr: float) -> None:
                 b.sub_(lr * layer.weight.grad)
 
 
+#: The relaxation rules test for convergence every this many iterations (each test synchronises
+#: and costs about as much as an iteration of a small layer).
+CHECK_EVERY = 10
+
+
 def settled(changes: list[Tensor], values: list[Tensor], tol: float) -> bool:
     """Whether one iteration of a relaxation changed its variables by at most ``tol`` relative,
     ``sqrt(sum |dx|^2) <= tol * sqrt(sum |x|^2)`` over all relaxed variables (the convergence stop
@@ -227,4 +232,3 @@ def check_relaxation(rule: str, iterations: int, tol: float) -> None:
         raise ValueError(f"{rule}: iterations must be at least 1, got {iterations}")
     if not tol >= 0:
         raise ValueError(f"{rule}: tol must be >= 0, got {tol}")
-

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.rules.base import FeedbackState, Rule
 from widealign.rules.layerwise import (
+    CHECK_EVERY,
     Chain,
     check_choice,
     check_relaxation,
@@ -92,7 +93,12 @@ class PredictiveCoding(FeedbackState, Rule):
         check_relaxation(self.name, int(iterations), float(tol))
         if not float(clamp) > 0:
             raise ValueError(f"{self.name}: clamp must be positive, got {clamp}")
-        self.iterations, self.step, self.tol, self.clamp = int(iterations), float(step), float(tol), float(clamp)
+        self.iterations, self.step, self.tol, self.clamp = (
+            int(iterations),
+            float(step),
+            float(tol),
+            float(clamp),
+        )
         self.fixed_predictions, self.derivatives = bool(fixed_predictions), bool(derivatives)
         self.feedback_kind, self.error_connectivity = feedback, error_connectivity
         rate = 1.0 if lr is None else float(lr)
@@ -158,7 +164,7 @@ class PredictiveCoding(FeedbackState, Rule):
                     changes.append(change)
                 for layer, change in enumerate(changes, start=1):
                     xs[layer].add_(change)
-                if self.tol > 0 and settled(changes, eps[1:], self.tol * self.step):
+                if self.tol > 0 and n % CHECK_EVERY == 0 and settled(changes, eps[1:], self.tol * self.step):
                     break
             self.iterations_used = n
             if not self.fixed_predictions:
