@@ -167,7 +167,7 @@ def test_dynamic_inversion_converges_to_the_pseudo_inverse_target():
     torch.manual_seed(0)
     for layer in model:
         layer.reset_parameters()
-    rule = make_rule("dynamic-inversion", model, alpha=0.0, iterations=3000, dt=0.1, tol=0)
+    rule = make_rule("dynamic-inversion", model, alpha=0.0, iterations=3000, dt=0.1, tol=0, solver="dynamics")
     assert rule.stability()[1] < 0
     w = model[1].scale * model[1].weight.detach()
     delta = torch.randn(5, 3, dtype=torch.float64)
@@ -175,7 +175,7 @@ def test_dynamic_inversion_converges_to_the_pseudo_inverse_target():
     target = delta @ torch.linalg.pinv(w).T
     torch.testing.assert_close(r_x, target, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(r_x @ w.T, delta, rtol=1e-9, atol=1e-12)
-    short = make_rule("dynamic-inversion", model, alpha=0.0, iterations=10, dt=0.1)
+    short = make_rule("dynamic-inversion", model, alpha=0.0, iterations=10, dt=0.1, solver="dynamics")
     assert not torch.allclose(
         short.invert(1, delta, torch.zeros(5, 8, dtype=torch.float64)), target, atol=1e-3
     )
@@ -184,7 +184,7 @@ def test_dynamic_inversion_converges_to_the_pseudo_inverse_target():
 def test_dynamic_inversion_update_uses_the_inverted_error():
     model = nn.Sequential(Dense(6, 8), Dense(8, 3)).double()
     x, y = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
-    rule = make_rule("dynamic-inversion", model, alpha=0.0, iterations=3000, tol=0)
+    rule = make_rule("dynamic-inversion", model, alpha=0.0, iterations=3000, tol=0, solver="dynamics")
     rule.backward(x, y)
     with torch.no_grad():
         e = 2 * (model(x) - y) / y.numel()
@@ -195,7 +195,8 @@ def test_dynamic_inversion_update_uses_the_inverted_error():
 
 
 def test_dynamic_inversion_warns_when_unstable_and_not_adjusting():
-    with pytest.warns(RuntimeWarning, match="dynamic-inversion: the inversion dynamics have an eigenvalue with real part >= 0 at layer"):
+    unstable = "dynamic-inversion: the inversion dynamics have an eigenvalue with real part >= 0 at layer"
+    with pytest.warns(RuntimeWarning, match=unstable):
         make_rule("dynamic-inversion", make_model("mlp"), feedback="random", stability_every=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -252,7 +253,7 @@ def test_dynamic_inversion_adjusts_unstable_feedback_at_creation_and_during_trai
 
 
 def test_dynamic_inversion_closed_form_is_the_fixed_point_of_the_dynamics():
-    ref = rule_grads("mlp", "dynamic-inversion", iterations=20000, dt=0.1, tol=0)
+    ref = rule_grads("mlp", "dynamic-inversion", iterations=20000, dt=0.1, tol=0, solver="dynamics")
     closed = rule_grads("mlp", "dynamic-inversion", solver="closed-form")
     for name in ref:
         torch.testing.assert_close(closed[name], ref[name], rtol=1e-8, atol=1e-11)
@@ -260,10 +261,33 @@ def test_dynamic_inversion_closed_form_is_the_fixed_point_of_the_dynamics():
         make_rule("dynamic-inversion", make_model("conv"), solver="closed-form")
 
 
+def test_dynamic_inversion_auto_solver_is_closed_form_on_dense_layers_and_dynamics_on_convs():
+    """On the conv net (conv layers, then a dense readout) ``solver="auto"`` inverts the readout by
+    ``B (W B - alpha I)^{-1} delta`` and each conv layer by the dynamics."""
+    model = make_model("conv")
+    x, _ = make_batch("conv")
+    u, a = Chain(model, "test").forward(x)
+    rules = {s: make_rule("dynamic-inversion", model, solver=s, iterations=50) for s in ("auto", "dynamics")}
+    kinds = []
+    for index in range(1, len(rules["auto"].layers)):
+        layer = rules["auto"].layers[index]
+        delta = torch.randn_like(a[index].detach())
+        got = rules["auto"].invert(index, delta, u[index].detach())
+        if isinstance(layer, Dense):
+            w, b = layer.scale * layer.weight.detach(), layer.scale * rules["auto"].feedback[index].T
+            m = w @ b - rules["auto"].alpha * torch.eye(w.shape[0], dtype=w.dtype)
+            want = torch.linalg.solve(m, delta.T).T @ b.T
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        else:
+            assert torch.equal(got, rules["dynamics"].invert(index, delta, u[index].detach()))
+        kinds.append(type(layer).__name__)
+    assert "Dense" in kinds and "Conv2d" in kinds
+
+
 CONVERGING = {
     "activation-relaxation": {"start": "zero"},
     "predictive-coding": {},
-    "dynamic-inversion": {},
+    "dynamic-inversion": {"solver": "dynamics"},
 }
 
 
@@ -300,7 +324,7 @@ def test_trainer_records_the_mean_relaxation_iterations_per_step():
     from widealign.train import Trainer
 
     model = make_model("mlp")
-    rule = make_rule("dynamic-inversion", model)
+    rule = make_rule("dynamic-inversion", model, solver="dynamics")
     batches = [make_batch("mlp", seed=k) for k in range(3)]
     seen = []
     original = rule.step_stats

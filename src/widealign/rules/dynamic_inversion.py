@@ -13,8 +13,10 @@ top down, a controller ``r_y`` (shaped like the layer's output) and the layer's 
 relative. At the fixed point ``r_x = B_l (W_l B_l - alpha I)^{-1} delta_l``, so that
 ``W_l r_x = delta_l`` when ``alpha = 0``: with ``B_l = -W_l^T`` it is the pseudo-inverse target
 ``W_l^+ delta_l``. ``solver="closed-form"`` computes that fixed point directly (the authors' MNIST
-script does; dense layers only). The inverted signal passes the stage below by its local
-derivative, ``delta_{l-1} = f_{l-1}'(a_{l-1})^T r_x``, and every layer updates locally with
+script does; dense layers only), ``"dynamics"`` runs the dynamics, and the default ``"auto"`` takes
+the closed form for dense layers and the dynamics for conv layers. The inverted signal passes the
+stage below by its local derivative, ``delta_{l-1} = f_{l-1}'(a_{l-1})^T r_x``, and every layer
+updates locally with
 ``grad W_l = -s_l delta_l u_l^T``.
 
 Stability: the dynamics converge when every eigenvalue of their Jacobian
@@ -105,7 +107,7 @@ class DynamicInversion(FeedbackState, Rule):
         dt: float = 0.1,
         alpha: float = 0.01,
         tol: float = 3e-4,
-        solver: str = "dynamics",
+        solver: str = "auto",
         feedback: str = "negative-transpose",
         stability_every: int = 1,
         adjust_lr: float = 0.05,
@@ -114,7 +116,7 @@ class DynamicInversion(FeedbackState, Rule):
         super().__init__(model, loss)
         self.chain = Chain(model, self.name)
         check_choice("feedback", feedback, ("negative-transpose", "random"))
-        check_choice("solver", solver, ("dynamics", "closed-form"))
+        check_choice("solver", solver, ("auto", "dynamics", "closed-form"))
         check_relaxation(self.name, int(iterations), float(tol))
         if int(stability_every) < 0:
             raise ValueError(f"{self.name}: stability_every must be >= 0, got {stability_every}")
@@ -206,7 +208,8 @@ class DynamicInversion(FeedbackState, Rule):
             where = ", ".join(f"layer {i} ({s:.3g})" for i, s in bad)
             warnings.warn(
                 "dynamic-inversion: the inversion dynamics have an eigenvalue with real part >= 0 at "
-                f"{where}; they diverge (set stability_every >= 1, increase alpha or use feedback=negative-transpose)",
+                f"{where}; they diverge (set stability_every >= 1, increase alpha or use "
+                "feedback=negative-transpose)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -214,7 +217,7 @@ class DynamicInversion(FeedbackState, Rule):
     def invert(self, index: int, delta: Tensor, like: Tensor) -> Tensor:
         """``r_x`` after the dynamics: layer ``index``'s input change for the output change ``delta``."""
         chain, layer = self.chain, self.layers[index]
-        if self.solver == "closed-form":
+        if self.solver == "closed-form" or (self.solver == "auto" and isinstance(layer, Dense)):
             w = layer.weight.detach() * layer.scale
             b = (self.feedback[index] * layer.scale).T
             out, inp = w.shape

@@ -152,24 +152,11 @@ class PredictiveCoding(FeedbackState, Rule):
             acts, mus = [t.detach() for t in a], [t.detach() for t in u]
             backs = [chain.transpose_map(i, self._matrix(i), xs[i]) for i in range(top + 1)]
             stages = [chain.stage_map(i, acts[i], self.derivatives) for i in range(top)]
-            for n in range(1, self.iterations + 1):
-                if not self.fixed_predictions:
-                    acts, mus = self._predictions(xs)
-                    stages = [chain.stage_map(i, acts[i], self.derivatives) for i in range(top)]
-                eps = self._errors(xs, mus, acts, target)
-                changes = []
-                for layer in range(1, top + 1):
-                    drive = backs[layer](eps[-1] if layer == top else stages[layer](eps[layer + 1]))
-                    change = (drive - eps[layer]).mul_(2).clamp_(-self.clamp, self.clamp).mul_(self.step / 2)
-                    changes.append(change)
-                for layer, change in enumerate(changes, start=1):
-                    xs[layer].add_(change)
-                if self.tol > 0 and n % CHECK_EVERY == 0 and settled(changes, eps[1:], self.tol * self.step):
-                    break
+            if self.fixed_predictions:
+                eps, n = self._infer_fixed(self._errors(xs, mus, acts, target), backs, stages)
+            else:
+                eps, mus, n = self._infer(xs, target, backs)
             self.iterations_used = n
-            if not self.fixed_predictions:
-                acts, mus = self._predictions(xs)
-            eps = self._errors(xs, mus, acts, target)
         if self.fixed_predictions:
             local_update(u, a, [-t for t in eps[1:-1]], -eps[-1])
         else:
@@ -190,6 +177,42 @@ class PredictiveCoding(FeedbackState, Rule):
     def step_stats(self) -> dict[str, float]:
         """``relax_iterations``: the inference steps the last step ran."""
         return {"relax_iterations": float(self.iterations_used)}
+
+    def _infer_fixed(self, eps: list[Tensor], backs: list, stages: list) -> tuple[list[Tensor], int]:
+        """Inference under fixed predictions: ``d eps_l / d x_l = I``, so the errors themselves are
+        stepped, ``eps_l <- eps_l + step * clip(-eps_l + s_l B_l^T (f_l' * eps_{l+1}), +-clamp/2)``
+        (the clip of ``2 dx`` at ``clamp`` written without the factor 2); returns the errors and the
+        iterations run."""
+        top, half = len(self.layers) - 1, self.clamp / 2
+        for n in range(1, self.iterations + 1):
+            changes = []
+            for layer in range(1, top + 1):
+                drive = backs[layer](eps[-1] if layer == top else stages[layer](eps[layer + 1]))
+                changes.append(drive.sub_(eps[layer]).clamp_(-half, half))
+            for layer, change in enumerate(changes, start=1):
+                eps[layer].add_(change, alpha=self.step)
+            if self.tol > 0 and n % CHECK_EVERY == 0 and settled(changes, eps[1:], self.tol):
+                break
+        return eps, n
+
+    def _infer(self, xs: list[Tensor], target: Tensor, backs: list) -> tuple[list[Tensor], list[Tensor], int]:
+        """Inference with predictions recomputed from the value nodes at every step (``xs`` in place);
+        returns the final errors, predictions and the iterations run."""
+        chain, top, half = self.chain, len(self.layers) - 1, self.clamp / 2
+        for n in range(1, self.iterations + 1):
+            acts, mus = self._predictions(xs)
+            stages = [chain.stage_map(i, acts[i], self.derivatives) for i in range(top)]
+            eps = self._errors(xs, mus, acts, target)
+            changes = []
+            for layer in range(1, top + 1):
+                drive = backs[layer](eps[-1] if layer == top else stages[layer](eps[layer + 1]))
+                changes.append(drive.sub_(eps[layer]).clamp_(-half, half))
+            for layer, change in enumerate(changes, start=1):
+                xs[layer].add_(change, alpha=self.step)
+            if self.tol > 0 and n % CHECK_EVERY == 0 and settled(changes, eps[1:], self.tol):
+                break
+        acts, mus = self._predictions(xs)
+        return self._errors(xs, mus, acts, target), mus, n
 
     def _errors(
         self, xs: list[Tensor], mus: list[Tensor], acts: list[Tensor], target: Tensor
