@@ -106,7 +106,7 @@ class DynamicInversion(FeedbackState, Rule):
         iterations: int = 1000,
         dt: float = 0.5,
         alpha: float = 0.01,
-        tol: float = 3e-5,
+        tol: float = 5e-5,
         solver: str = "auto",
         feedback: str = "negative-transpose",
         stability_every: int = 1,
