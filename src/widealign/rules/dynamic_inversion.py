@@ -30,6 +30,7 @@ docs/relaxation.md. Feed-forward models only.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -104,9 +105,9 @@ class DynamicInversion(FeedbackState, Rule):
         loss: str | Loss = "mse",
         seed: int = 0,
         iterations: int = 1000,
-        dt: float = 0.5,
+        dt: float = 0.1,
         alpha: float = 0.01,
-        tol: float = 5e-5,
+        tol: float = 3e-4,
         solver: str = "auto",
         feedback: str = "negative-transpose",
         stability_every: int = 1,
@@ -145,6 +146,7 @@ class DynamicInversion(FeedbackState, Rule):
             "adjustments", torch.zeros(len(self.layers), dtype=torch.long, device=ref.device)
         )
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=ref.device))
+        self._step = 0
         if self.stability_every > 0:
             self.stabilise()
         else:
@@ -190,7 +192,7 @@ class DynamicInversion(FeedbackState, Rule):
             f = self.feedback[index]
             f.copy_((b.T / layer.scale).to(f.device, f.dtype))
             self.adjustments[index] += 1
-            self.adjustment_log.append((int(self.steps), index, before, s))
+            self.adjustment_log.append((self._step, index, before, s))
             adjusted += 1
             if s >= 0:
                 warnings.warn(
@@ -214,18 +216,27 @@ class DynamicInversion(FeedbackState, Rule):
                 stacklevel=3,
             )
 
-    def invert(self, index: int, delta: Tensor, like: Tensor) -> Tensor:
-        """``r_x`` after the dynamics: layer ``index``'s input change for the output change ``delta``."""
-        chain, layer = self.chain, self.layers[index]
-        if self.solver == "closed-form" or (self.solver == "auto" and isinstance(layer, Dense)):
+    def _solve(self, index: int, delta: Tensor) -> Tensor:
+        """The dynamics' fixed point ``B (W B - alpha I)^{-1} delta`` in the weights' dtype (outside
+        autocast: a bfloat16 ``W B`` loses the small eigenvalues that the solve divides by)."""
+        layer = self.layers[index]
+        kind = delta.device.type
+        with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext():
             w = layer.weight.detach() * layer.scale
             b = (self.feedback[index] * layer.scale).T
+            delta = delta.to(w.dtype)
             out, inp = w.shape
             if out <= inp:
                 m = w @ b - self.alpha * torch.eye(out, dtype=w.dtype, device=w.device)
                 return torch.linalg.solve(m, delta.T).T @ b.T
             m = b @ w - self.alpha * torch.eye(inp, dtype=w.dtype, device=w.device)
             return torch.linalg.solve(m, b @ delta.T).T
+
+    def invert(self, index: int, delta: Tensor, like: Tensor) -> Tensor:
+        """``r_x`` after the dynamics: layer ``index``'s input change for the output change ``delta``."""
+        chain, layer = self.chain, self.layers[index]
+        if self.solver == "closed-form" or (self.solver == "auto" and isinstance(layer, Dense)):
+            return self._solve(index, delta)
         back = chain.transpose_map(index, self.feedback[index], like)
         if isinstance(layer, Dense):
             scaled = layer.weight.detach().T * layer.scale
@@ -254,9 +265,10 @@ class DynamicInversion(FeedbackState, Rule):
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         chain, top = self.chain, len(self.layers) - 1
         self.iterations_used, self.adjusted = 0, 0
-        if self.stability_every > 0 and int(self.steps) % self.stability_every == 0:
+        if self.stability_every > 0 and self._step % self.stability_every == 0:
             self.adjusted = self.stabilise()
-        self.steps += 1
+        self._step += 1
+        self.steps.fill_(self._step)
         u, a = chain.forward(x)
         output = a[-1]
         loss = self.loss_fn(output, y)
@@ -271,6 +283,11 @@ class DynamicInversion(FeedbackState, Rule):
                     delta = chain.stage_vjp(index - 1, a[index - 1].detach(), r_x)
         local_update(u, a, grads[1:], e)
         return loss, output
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "steps" in state_dict:
+            self._step = int(state_dict[prefix + "steps"])
 
     def extra_repr(self) -> str:
         return (
