@@ -80,5 +80,5 @@ def test_bench_batched_times_separate_and_batched_steps_and_refuses_bad_input():
     assert "speed-up" in format_bench_batched(rows)
     with pytest.raises(ValueError, match="at least 2 members"):
         bench_batched(1, widths=[4])
-    with pytest.raises(ValueError, match="pal cannot train in a batched run"):
-        bench_batched(2, model="mlp", widths=[4], rules=["pal"], input_shape=[4])
+    with pytest.raises(ValueError, match="pal-simplified cannot train in a batched run"):
+        bench_batched(2, model="mlp", widths=[4], rules=["pal-simplified"], input_shape=[4])

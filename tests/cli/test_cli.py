@@ -29,14 +29,14 @@ from widealign.cli.main import main
         (["train", "--out", "/proc/widealign-cannot-write"], "cannot write to output folder"),
         (["compare", "--rules", "bp", "nope"], "unknown rule 'nope'"),
         (["train", "--rule", "bp", "--rule-option", "iterations=5"], "bp has no option 'iterations'"),
-        (["train", "--rule", "pal", "--rule-option", "sigma"], "not of the form name=value"),
+        (["train", "--rule", "pal-simplified", "--rule-option", "sigma"], "not of the form name=value"),
         (
             ["train", "--rule", "predictive-coding", "--rule-option", "step=fast"],
             "option step must be a number",
         ),
         (
-            ["train", "--rule", "pal", "--model", "rnn", "--dataset", "add"],
-            "pal supports feed-forward models",
+            ["train", "--rule", "pal-simplified", "--model", "rnn", "--dataset", "add"],
+            "pal-simplified supports feed-forward models",
         ),
         (["compare", "--rules", "bp", "fa", "--rule-option", "iterations=5"], "no rule of bp, fa takes"),
         (["bench", "--rules", "nope"], "unknown rule 'nope'"),

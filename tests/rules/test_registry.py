@@ -21,7 +21,7 @@ ALL = sorted(RULES)
 def test_registry_names_match_the_spec():
     assert set(RULES) == {
         "bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa",
-        "activation-relaxation", "predictive-coding", "pal", "dynamic-inversion",
+        "activation-relaxation", "predictive-coding", "pal-simplified", "dynamic-inversion",
         "usf", "brsf", "frsf", "kolen-pollack", "weight-mirror", "information-alignment",
         "symmetric-alignment",
     }  # fmt: skip
@@ -84,7 +84,7 @@ def resnet18():
     return convert(torchvision.models.resnet18(num_classes=4))
 
 
-RELAXATION = {"activation-relaxation", "predictive-coding", "pal", "dynamic-inversion"}
+RELAXATION = {"activation-relaxation", "predictive-coding", "pal-simplified", "dynamic-inversion"}
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -83,6 +83,11 @@ class Rule(nn.Module):
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def step_stats(self) -> dict[str, float]:
+        """Figures of the last :meth:`backward` (e.g. ``relax_iterations``, the iterations a relaxation
+        ran), which the trainer averages per step into each epoch's record; none by default."""
+        return {}
+
     def prepare(self, x: Tensor) -> None:
         """Create any state that depends on the data's shapes (dfa's matrices), from a batch like ``x``.
 

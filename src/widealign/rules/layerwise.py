@@ -209,3 +209,28 @@ def learned_feedback_step(rule: nn.Module, lr: float) -> None:
         for b, layer in zip(rule.feedback, rule.layers):
             if b is not None and layer.weight.grad is not None:
                 b.sub_(lr * layer.weight.grad)
+
+
+#: The relaxation rules test for convergence every this many iterations (each test synchronises
+#: and costs about as much as an iteration of a small layer).
+CHECK_EVERY = 10
+
+
+def settled(changes: list[Tensor], values: list[Tensor], tol: float) -> bool:
+    """Whether one iteration of a relaxation changed its variables by at most ``tol`` relative,
+    ``sqrt(sum |dx|^2) <= tol * sqrt(sum |x|^2)`` over all relaxed variables (the convergence stop
+    of the relaxation rules, which pass their option ``tol`` times their step size, so that the
+    test bounds the relative residual of the fixed-point equation; ``tol=0`` never stops)."""
+    if changes[0].device.type == "meta":  # tensors without values never converge
+        return False
+    change = sum(float(c.square().sum()) for c in changes)
+    size = sum(float(v.square().sum()) for v in values)
+    return change <= tol * tol * size
+
+
+def check_relaxation(rule: str, iterations: int, tol: float) -> None:
+    """One-line errors for a maximum iteration count below 1 or a negative tolerance."""
+    if iterations < 1:
+        raise ValueError(f"{rule}: iterations must be at least 1, got {iterations}")
+    if not tol >= 0:
+        raise ValueError(f"{rule}: tol must be >= 0, got {tol}")

@@ -1,14 +1,16 @@
-"""pal: phaseless alignment learning, Max, Kriener, Pineda Garcia, Nowotny, Jaras, Senn & Petrovici
-(docs/relaxation.md, section 3), in discrete time: one step per batch.
+"""pal-simplified: phaseless alignment learning (Max, Kriener, Pineda Garcia, Nowotny, Jaras, Senn &
+Petrovici; docs/relaxation.md, section 3), simplified to discrete time: one step per batch, white
+noise on the rates. The paper's neurons run in continuous time with Ornstein-Uhlenbeck (low-pass
+filtered) noise on their potentials; this rule keeps its learning rule and drops those dynamics,
+hence the name.
 
 Errors travel backwards through learned matrices ``B_l`` as in feedback alignment,
 ``dL/du_l = s_l B_l^T (f_l'(a_l) * dL/du_{l+1})``, while every hidden rate carries noise: the input of
 synaptic layer ``l >= 1`` is ``u_l = f_{l-1}(a_{l-1}) + xi_l``, ``xi_l ~ N(0, sigma^2)`` drawn afresh
 each step for every example. The noise is always on (no separate phase): the loss, the errors and the
 forward weights' local updates all come from the noisy pass. The part of layer ``l``'s drive that the
-noise causes, ``h_l = s_l W_l xi_l`` (the high-pass filtered activity of the paper; in discrete time,
-with the input held for the step, the filter returns exactly this), teaches the feedback with the
-paper's rule
+noise causes, ``h_l = s_l W_l xi_l``, stands for the paper's high-pass filtered activity and teaches
+the feedback with the paper's rule
 
     B_l <- B_l + feedback_lr * ( <h_l xi_l^T> / s_l - regularizer * B_l ),
 
@@ -32,9 +34,9 @@ from widealign.seeding import generator
 
 
 class PhaselessAlignment(FeedbackState, Rule):
-    """fa whose feedback learns from the noise in the forward activity: B_l -> W_l."""
+    """fa whose feedback learns from white noise on the forward rates (PAL simplified): B_l -> W_l."""
 
-    name = "pal"
+    name = "pal-simplified"
     supports_recurrent = False
     feedback_replaces_weight = True
 

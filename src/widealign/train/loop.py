@@ -243,6 +243,8 @@ class Trainer:
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
+        #: The rule's :meth:`~widealign.rules.base.Rule.step_stats` of the last epoch, mean per step.
+        self.step_stats: dict[str, float] = {}
 
     @property
     def epoch(self) -> int:
@@ -263,9 +265,12 @@ class Trainer:
         """One pass over the shuffled training set; returns its mean loss and accuracy."""
         self.model.train()
         total_loss, hits, n = 0.0, 0, 0
+        self.step_stats = {}
         for step, (xb, yb) in enumerate(self.data.train_batches(self.batch_size, self.shuffle)):
             with autocast_region(self.model, self.autocast):
                 loss, out = self.rule.backward(xb, yb)
+            for key, value in self.rule.step_stats().items():
+                self.step_stats[key] = self.step_stats.get(key, 0.0) + value
             if not math.isfinite(float(loss)):
                 raise DivergedError(self.epoch + 1, step, float(loss))
             self.optimizer.step()
@@ -274,6 +279,7 @@ class Trainer:
             n += len(xb)
         if n == 0:
             raise ValueError("the training data yielded no batches")
+        self.step_stats = {k: v / (step + 1) for k, v in self.step_stats.items()}
         return total_loss / n, (hits / n if self.classification else None)
 
     def fit(self, epochs: int, on_epoch: Callable[[EpochRecord], None] | None = None) -> list[EpochRecord]:
@@ -291,7 +297,7 @@ class Trainer:
                 train_loss, train_acc = self.train_epoch()
                 seconds = time.perf_counter() - start
                 test_loss, test_acc = self.evaluate()
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = dict(self.step_stats)
                 if self.eval_train:
                     batches = self.data.train_eval_batches(self.batch_size)
                     with autocast_region(self.model, self.autocast):
