@@ -22,7 +22,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers  # noqa: E402
-from widealign.rules import RULES, Rule, make_rule  # noqa: E402
+from widealign.rules import RULES, Rule, make_rule, register_rule  # noqa: E402
 
 __all__ = [
     "MLP",
@@ -34,5 +34,6 @@ __all__ = [
     "__version__",
     "convert",
     "make_rule",
+    "register_rule",
     "synaptic_layers",
 ]

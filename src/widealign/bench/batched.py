@@ -81,6 +81,7 @@ def bench_batched(
                     train_step(t.rule, t.optimizer, xb, yb)
 
             def together(batched: BatchedTrainer = batched, x: Tensor = x, y: Tensor = y) -> None:
+                batched.optimizer.zero_grad(set_to_none=True)
                 batched.rule.backward(x, y)
                 batched.scale_updates()
                 batched.optimizer.step()

@@ -34,9 +34,11 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.models.layers import grouped_linear, routed, taps
 from widealign.rules.base import FeedbackState, RecordInputs, Rule, is_recurrent
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
+@register_rule
 class DirectFeedbackAlignment(FeedbackState, Rule):
     """dL/du_l = B_l^T e: the output error sent straight to every hidden layer's output."""
 

@@ -34,9 +34,11 @@ from widealign.losses import Loss
 from widealign.models.layers import Dense
 from widealign.rules.base import FeedbackState, Rule
 from widealign.rules.layerwise import Chain, check_choice, local_update
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
+@register_rule
 class DynamicInversion(FeedbackState, Rule):
     """Errors travel back by dynamically inverting each layer (pseudo-inverse as alpha -> 0)."""
 
