@@ -81,6 +81,8 @@ def test_align_prop_is_fa_with_initial_weights(family):
     fa.set_feedback([layer.weight.detach() for layer in synaptic_layers(fa_model)])
     for k in range(4):
         x, y = make_batch(family, seed=20 + k)
+        prop_model.zero_grad()
+        fa_model.zero_grad()
         prop.backward(x, y)
         fa.backward(x, y)
         assert_same_grads(grads(prop_model), grads(fa_model))

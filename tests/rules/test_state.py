@@ -15,6 +15,7 @@ ALL = sorted(RULES)
 def train(model, rule, opt, family, steps, start):
     for k in range(start, start + steps):
         x, y = make_batch(family, seed=100 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         opt.step()
 

@@ -212,6 +212,7 @@ def test_rule_matches_an_independent_implementation_over_sgd_steps(family, rule_
     p = {n: t.detach().clone().requires_grad_(True) for n, t in model.named_parameters()}
     for k in range(STEPS):
         x, y = make_batch(family, seed=30 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         expected = plain_grads(family, rule_name, variant, p, p0, x, y)
         got = grads(model)
@@ -232,6 +233,7 @@ def _train(model, rule, family, steps=STEPS):
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     for k in range(steps):
         x, y = make_batch(family, seed=30 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         opt.step()
 
