@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> float:
     parser.add_argument("--decay", type=float, default=0.01)
     args = parser.parse_args(argv)
 
-    print("\n".join(testing.check_rule(DecayingFA, decay=args.decay)))
+    # B shrinks inside backward, so two half-batches do not add up to one batch: skip that identity.
+    print("\n".join(testing.check_rule(DecayingFA, half_batches=False, decay=args.decay)))
     config = RunConfig(
         rule=DecayingFA.name, model="mlp", width=args.width, epochs=args.epochs,
         rule_options={"decay": args.decay},

@@ -2,8 +2,9 @@
 
 Lightning's automatic optimisation calls ``loss.backward()``; a widealign rule computes its own
 update instead, so the module turns automatic optimisation off and calls ``optimizer.zero_grad()``,
-``rule.backward(x, y)`` and ``optimizer.step()`` in ``training_step``. The rule is a submodule, so Lightning moves
-its state (initial network, feedback matrices) to the training device and saves it in checkpoints.
+``rule.backward(x, y)`` and ``optimizer.step()`` in ``training_step``. The rule is a submodule, so
+Lightning moves its state (initial network, feedback matrices) to the training device and saves it
+in checkpoints.
 Needs the ``lightning`` extra (``pip install -e '.[lightning]'`` in the widealign checkout).
 
     python examples/lightning_module.py --rule align-zero --epochs 5

@@ -2,8 +2,9 @@
 
 The learning rule replaces ``loss.backward()``: ``rule.backward(x, y)`` adds its update to the
 parameters' ``.grad`` (cleared first by ``optimizer.zero_grad()``, as for ``loss.backward()``) and
-returns the loss and outputs, so the usual ``optimizer.step()`` applies it. Labels are plain class indices (what torchvision data sets yield): the mse loss turns them into
-the paper's targets, one-hot minus 0.1.
+returns the loss and outputs, so the usual ``optimizer.step()`` applies it. Labels are plain class
+indices (what torchvision data sets yield): the mse loss turns them into the paper's targets,
+one-hot minus 0.1.
 
     python examples/pytorch_loop.py --rule align-ada --epochs 5
 """

@@ -61,13 +61,16 @@ def grads(model: torch.nn.Module) -> dict[str, torch.Tensor | None]:
 
 
 def sgd_steps(model, rule, family: str, steps: int, lr: float = 0.5, seed: int = 10) -> None:
-    """Train ``steps`` SGD steps on fresh batches so that theta moves away from theta_0."""
+    """Train ``steps`` SGD steps on fresh batches so that theta moves away from theta_0.
+
+    ``.grad`` is left empty, so that the next ``rule.backward`` leaves its update alone there."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for k in range(steps):
         x, y = make_batch(family, seed=seed + k)
         opt.zero_grad()
         rule.backward(x, y)
         opt.step()
+    opt.zero_grad()  # .grad left empty, for the next update alone
 
 
 @pytest.fixture(params=FAMILIES)

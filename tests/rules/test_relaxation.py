@@ -219,6 +219,7 @@ def test_state_dict_round_trip_is_exact(name):
         opt.zero_grad()
         rule.backward(*make_batch("mlp", seed=20 + k))
         opt.step()
+    opt.zero_grad()
     state = {k: v.clone() for k, v in rule.state_dict().items()}
     assert state
     twin_model = make_model("mlp")

@@ -5,9 +5,10 @@ batch, computes the rule's update and adds it to the model parameters' ``.grad``
 ``loss.backward()`` adds its gradient: a parameter whose ``.grad`` is None gets the update, one
 that holds a gradient gets the sum (in place), and a parameter the rule does not train keeps what
 it had. Clearing is the caller's, ``optimizer.zero_grad()`` before each step, so that two
-half-batches accumulate like one batch where the rule is linear in the batch. It returns the loss and outputs of the *current* network, so any
-``torch.optim`` optimiser can then apply the update. A rule's state (initial parameters, feedback
-matrices) lives in its buffers: ``rule.state_dict()`` saves it, ``load_state_dict`` restores it.
+half-batches accumulate like one batch where the rule is linear in the batch. It returns the loss
+and outputs of the *current* network, so any ``torch.optim`` optimiser can then apply the update.
+A rule's state (initial parameters, feedback matrices) lives in its buffers: ``rule.state_dict()``
+saves it, ``load_state_dict`` restores it.
 The model itself is not a submodule of the rule, so the rule's state dict holds only rule state.
 """
 
