@@ -1,8 +1,12 @@
 """Learning rules by name (docs/method.md#learning-rules).
 
 >>> rule = make_rule("align-ada", model)
->>> loss, output = rule.backward(x, y)   # update left in the parameters' .grad
+>>> optimizer.zero_grad()
+>>> loss, output = rule.backward(x, y)   # update added to the parameters' .grad
 >>> optimizer.step()
+
+Rules are found through :mod:`widealign.rules.registry`: registered names (every module here
+registers its rule with :func:`register_rule`), installed entry points, ``"package.module:Class"``.
 """
 
 from __future__ import annotations
