@@ -3,7 +3,7 @@
 Like torch.optim's per-optimiser tests or gym's environment checker: each ``check_*`` builds small
 float64 models (:func:`small_model`), runs the rule and raises ``AssertionError`` naming what
 failed. ``rule`` is a registered name, an import path ``"package.module:Class"`` or the class;
-``options`` go to :func:`widealign.rules.make_rule` (``seed``, ``lr``, the rule's own settings).
+``options`` go to :func:`widealign.rules.make_rule` (``seed``, the rule's own settings).
 
 * :func:`check_state_round_trip`: everything the rule's next update depends on is in its
   ``state_dict`` (a rule built with another seed and loaded continues bit for bit).
@@ -166,7 +166,7 @@ def check_batched(rule: str | type[Rule], kind: str = "mlp", epochs: int = 2, **
         out = []
         for seed in (0, 1, 2):
             model = small_model(kind, seed)
-            r = make_rule(cls, model, _loss(kind), **{**options, "seed": seed, "lr": 0.05})
+            r = make_rule(cls, model, _loss(kind), **{**options, "seed": seed})
             opt = torch.optim.SGD(model.parameters(), lr=0.05)
             out.append(Trainer(model, r, opt, data, 8, seed=seed, progress=False))
         return out
@@ -175,7 +175,7 @@ def check_batched(rule: str | type[Rule], kind: str = "mlp", epochs: int = 2, **
     for t in separate:
         t.fit(epochs)
     members = trainers()
-    BatchedTrainer(members, rule_options={**options, "lr": 0.05}, progress=False).fit(epochs)
+    BatchedTrainer(members, rule_options=options, progress=False).fit(epochs)
     for k, (a, b) in enumerate(zip(separate, members)):
         ha = [(r.train_loss, r.test_loss) for r in a.history]
         hb = [(r.train_loss, r.test_loss) for r in b.history]
