@@ -220,10 +220,13 @@ def test_an_installed_packages_entry_point_is_listed_and_trains(user_module, mon
 
 def test_a_broken_entry_point_is_skipped_with_a_warning(user_module, monkeypatch):
     user_module._entry_points_loaded = False
-    fake_entry_points(monkeypatch, ("broken", f"{MODULE}:NotARule"))
-    with pytest.warns(UserWarning, match="skipping rule entry point 'broken'.*not a widealign Rule"):
+    fake_entry_points(monkeypatch, ("broken", f"{MODULE}:NotARule"), ("other-name", SPEC))
+    with pytest.warns(UserWarning) as caught:
         names = list(RULES)
-    assert "nope" not in names and "fa" in names
+    messages = sorted(str(w.message) for w in caught)
+    assert "skipping rule entry point 'broken'" in messages[0] and "not a widealign Rule" in messages[0]
+    assert "'other-name'" in messages[1] and "must be its rule's name" in messages[1]
+    assert "nope" not in names and "shrinking-fa" not in names and "fa" in names
 
 
 def test_an_unknown_rule_on_the_command_line_is_one_line(capsys):

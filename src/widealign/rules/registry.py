@@ -5,8 +5,8 @@ A rule is found by name in three places, in this order:
 1. the rules registered with :func:`register_rule` (every packaged rule module registers its class
    this way when :mod:`widealign.rules` imports it; a user's module does the same);
 2. the entry-point group ``widealign.rules`` of installed distributions (an entry point names a
-   ``Rule`` subclass, ``my-rule = "mypackage.rules:MyRule"``), loaded once, the first time a name
-   is not found among the registered rules or the rules are listed;
+   ``Rule`` subclass, ``my-rule = "mypackage.rules:MyRule"``, under the rule's ``name``), loaded
+   once, the first time a name is not found among the registered rules or the rules are listed;
 3. an import path ``"package.module:Class"``, imported on demand (not registered: the spec is the
    rule's name in configurations and results files, so a resumed run imports it again).
 
@@ -76,6 +76,8 @@ def _load_entry_points() -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = _check_rule_class(ep.load(), f"entry point {ep.name} = {ep.value!r}")
+            if cls.name != ep.name:
+                raise ValueError(f"it names rule {cls.name!r}; an entry point's name must be its rule's name")
             if cls.name not in _registered:
                 register_rule(cls)
         except Exception as err:  # noqa: BLE001 - one broken plugin must not hide the other rules
