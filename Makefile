@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo demo-table demo-check docs test lint bench
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,20 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/widealign compare --out results/compare
+
+# Write the README's demo table from the demo's output (results/compare/compare.csv).
+demo-table:
+	$(BIN)/python scripts/demo_table.py --csv results/compare/compare.csv
+
+# Rerun the demo (make demo's command) into a fresh folder; fail if the README's table differs.
+demo-check: setup
+	rm -rf results/demo-check
+	$(BIN)/widealign compare --out results/demo-check --no-progress
+	$(BIN)/python scripts/demo_table.py --csv results/demo-check/compare.csv --check
+
+# The documentation site (docs/ and the API reference) in strict mode, into site/.
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -53,3 +53,23 @@ def test_the_readme_examples_run(tmp_path, monkeypatch):
     assert Path("results/mine/metrics.csv").exists() and list(Path("runs/mine").iterdir())
     assert len(list(Path("results/my-lr").glob("*/result.json"))) == 8  # widths x lrs x seeds
     assert list(Path("results/my-slurm/slurm").iterdir())
+
+
+def test_the_readme_stays_short_and_its_python_example_is_the_guides():
+    """The README is the front door (at most 250 lines; the rest is in docs/), and its Python
+    example, run above, is the one docs/python.md shows, so that the guide's copy is tested too."""
+    assert len(README.read_text().splitlines()) <= 250
+    guide = (README.parent / "docs" / "python.md").read_text()
+    assert all(code in guide for kind, code in marked_blocks() if kind == "python")
+
+
+def test_the_readme_family_table_is_the_catalogue():
+    """One row per packaged family with what its file says it reproduces and its run counts."""
+    from widealign.sweeps.catalogue import family_names, load_family
+
+    rows = re.findall(r"^\| `([\w-]+)` \| (.*?) \| (\d+) \| (\d+) \|$", README.read_text(), flags=re.M)
+    assert sorted(name for name, *_ in rows) == family_names()
+    for name, reproduces, runs, smoke in rows:
+        family = load_family(name)
+        assert reproduces == family.reproduces
+        assert (int(runs), int(smoke)) == (len(family.tasks()), len(family.smoke_version().tasks()))

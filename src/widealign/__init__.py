@@ -7,7 +7,8 @@ The public API re-exports the pieces most users need; everything else lives in t
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 # Before torch loads its OpenMP runtime (which reads this once): threads waiting for a partner
 # sleep instead of spinning, so a step does not collapse when another process holds a core
@@ -17,8 +18,8 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
-    __version__ = version("widealign")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _version("widealign")
+except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers  # noqa: E402

@@ -163,5 +163,7 @@ def test_run_list_shows_run_counts_and_time_classes(capsys):
     for name, cells in rows.items():
         family = load_family(name)
         assert int(cells[1]) == len(family.tasks()) and int(cells[2]) == len(family.smoke_version().tasks())
+    for line in lines[1:-1]:
+        assert line.endswith(f"(reproduces {load_family(line.split()[0]).reproduces})")
     assert rows["low-data"][1:5] == ["735", "18", "years", "days"]
     assert rows["song2021"][3:7] == ["<", "1", "hour", "<"]

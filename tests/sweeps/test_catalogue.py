@@ -168,3 +168,21 @@ def test_the_autocast_field_leaves_existing_run_ids_unchanged():
     assert family.tasks()[0].run_id == before
     assert family.with_overrides({"autocast": None}).tasks()[0].run_id == before
     assert family.with_overrides({"autocast": "bf16"}).tasks()[0].run_id != before
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_every_packaged_family_says_what_it_reproduces_and_keeps_it_when_overridden(name):
+    family = load_family(name)
+    assert family.reproduces.strip()
+    assert family.smoke_version().reproduces == family.reproduces
+    assert family.with_overrides({"epochs": 1, "sweep.seed": [0, 1]}).reproduces == family.reproduces
+
+
+def test_reproduces_is_optional_and_must_be_text():
+    from widealign.sweeps.catalogue import family_from_toml
+
+    head = 'name = "mine"\nversion = 1\ndescription = "d"\n'
+    assert family_from_toml(head, "mine.toml").reproduces == ""
+    assert family_from_toml(head + 'reproduces = "Fig. 9"\n', "mine.toml").reproduces == "Fig. 9"
+    with pytest.raises(ValueError, match="reproduces must be a string, got 3"):
+        family_from_toml(head + "reproduces = 3\n", "mine.toml")

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
             family = load_family(name)
             cpu, gpu = family_time_classes(family).values()
             runs, smoke = len(family.tasks()), len(family.smoke_version().tasks())
-            print(f"{name:<11} {runs:>5} {smoke:>5}  {cpu:<9} {gpu:<9} {family.description}")
+            reproduces = f" (reproduces {family.reproduces})" if family.reproduces else ""
+            print(f"{name:<11} {runs:>5} {smoke:>5}  {cpu:<9} {gpu:<9} {family.description}{reproduces}")
         print(
             "CPU/GPU: expected time of the full family, run after run, from counted multiply-adds at a "
             "nominal 2e10/s (CPU: this project's 2-core machine) and 1e13/s (GPU: assumed, not measured); "

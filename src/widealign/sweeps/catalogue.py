@@ -1,6 +1,8 @@
 """The experiment catalogue: one readable TOML file per family of docs/method.md#experiments.
 
-A family file has a ``name``, a ``version``, a one-line ``description``, the run ``kind`` (see
+A family file has a ``name``, a ``version``, a one-line ``description``, optionally what it
+``reproduces`` (the paper and its figure, table or experiment; ``widealign run --list`` shows it),
+the run ``kind`` (see
 :mod:`widealign.sweeps.runners`), a ``[base]`` table of configuration values shared by all its
 runs, and one or more ``[[sweep]]`` blocks. In a block, a list is swept (the block expands into the
 product of its lists) and a scalar is fixed for that block's runs. ``[smoke]`` holds the overrides of
@@ -23,7 +25,7 @@ import itertools
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,15 +58,16 @@ class Family:
     base: dict[str, Any]
     sweeps: list[dict[str, Any]]
     smoke: dict[str, Any] = field(default_factory=dict)
+    #: The paper and its figure, table or experiment that the family reproduces ("" for one's own).
+    reproduces: str = ""
 
     def smoke_version(self) -> Family:
         """The family with its ``[smoke]`` overrides applied."""
         smoke = copy.deepcopy(self.smoke)
         sweeps = smoke.pop("sweep", None)
-        family = Family(self.name, self.version, self.description, self.kind, {**self.base}, self.sweeps)
-        family = family.with_overrides(smoke)
+        family = replace(self, base={**self.base}, smoke={}).with_overrides(smoke)
         if sweeps is not None:
-            family = Family(family.name, family.version, family.description, family.kind, family.base, sweeps)
+            family = replace(family, sweeps=sweeps)
         return family
 
     def with_overrides(self, overrides: dict[str, Any]) -> Family:
@@ -80,7 +83,7 @@ class Family:
                 base[key] = value
                 for block in sweeps:
                     block.pop(key, None)
-        return Family(self.name, self.version, self.description, self.kind, base, sweeps, self.smoke)
+        return replace(self, base=base, sweeps=sweeps)
 
     def tasks(self) -> list[Task]:
         """Every run of the family, in a stable order, each with a unique, readable folder name."""
@@ -139,7 +142,7 @@ def load_family(name: str | os.PathLike) -> Family:
 
 
 #: Top-level keys of a family file; ``name``, ``version`` and ``description`` are required.
-FAMILY_KEYS = ("name", "version", "description", "kind", "base", "sweep", "smoke")
+FAMILY_KEYS = ("name", "version", "description", "reproduces", "kind", "base", "sweep", "smoke")
 
 
 def family_from_toml(text: str, source: str) -> Family:
@@ -177,7 +180,14 @@ def family_from_toml(text: str, source: str) -> Family:
         base=raw.get("base", {}),
         sweeps=sweeps,
         smoke=raw.get("smoke", {}),
+        reproduces=_text(raw.get("reproduces", ""), "reproduces", source),
     )
+
+
+def _text(value: Any, key: str, source: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+    return value
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -177,7 +177,9 @@ class Trainer:
     """Trains ``model`` with ``rule`` and ``optimizer`` on ``data``.
 
     Args:
-        model, rule, optimizer: the rule must be bound to ``model``; the optimiser to its parameters.
+        model: the network to train.
+        rule: the learning rule, bound to ``model``.
+        optimizer: an optimiser over ``model``'s parameters.
         data: an in-memory data set already on the model's device and dtype (anything with
             ``task``, ``train_batches(batch_size, generator)`` and ``test_batches(batch_size)``), or
             any re-iterable of ``(x, y)`` training batches, such as a ``torch.utils.data.DataLoader``
