@@ -1,9 +1,10 @@
 """A Lightning ``LightningModule`` trained by a backprop-free rule, with manual optimisation.
 
 Lightning's automatic optimisation calls ``loss.backward()``; a widealign rule computes its own
-update instead, so the module turns automatic optimisation off and calls ``rule.backward(x, y)``
-followed by ``optimizer.step()`` in ``training_step``. The rule is a submodule, so Lightning moves
-its state (initial network, feedback matrices) to the training device and saves it in checkpoints.
+update instead, so the module turns automatic optimisation off and calls ``optimizer.zero_grad()``,
+``rule.backward(x, y)`` and ``optimizer.step()`` in ``training_step``. The rule is a submodule, so
+Lightning moves its state (initial network, feedback matrices) to the training device and saves it
+in checkpoints.
 Needs the ``lightning`` extra (``pip install -e '.[lightning]'`` in the widealign checkout).
 
     python examples/lightning_module.py --rule align-zero --epochs 5
@@ -37,7 +38,8 @@ class WideAlignModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         optimizer = self.optimizers()
-        loss, output = self.rule.backward(x, y)  # the rule's update is now in .grad
+        optimizer.zero_grad()
+        loss, output = self.rule.backward(x, y)  # the rule's update is now added to .grad
         optimizer.step()
         self.log("train_loss", loss, prog_bar=True)
         return loss

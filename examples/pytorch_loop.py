@@ -1,9 +1,10 @@
 """Train a wide network without backprop in a plain PyTorch loop over a DataLoader.
 
-The learning rule replaces ``loss.backward()``: ``rule.backward(x, y)`` leaves its update in the
-parameters' ``.grad`` and returns the loss and outputs, so the usual ``optimizer.step()`` applies
-it. Labels are plain class indices (what torchvision data sets yield): the mse loss turns them into
-the paper's targets, one-hot minus 0.1.
+The learning rule replaces ``loss.backward()``: ``rule.backward(x, y)`` adds its update to the
+parameters' ``.grad`` (cleared first by ``optimizer.zero_grad()``, as for ``loss.backward()``) and
+returns the loss and outputs, so the usual ``optimizer.step()`` applies it. Labels are plain class
+indices (what torchvision data sets yield): the mse loss turns them into the paper's targets,
+one-hot minus 0.1.
 
     python examples/pytorch_loop.py --rule align-ada --epochs 5
 """
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> float:
     for epoch in range(1, args.epochs + 1):
         model.train()
         for x, y in loader:
-            loss, output = rule.backward(x, y)  # instead of loss.backward()
+            optimizer.zero_grad()
+            loss, output = rule.backward(x, y)  # instead of loss.backward(): adds the update to .grad
             optimizer.step()
         model.eval()  # the paper's normalisation uses batch statistics: evaluate in batches too
         with torch.no_grad():

@@ -61,14 +61,29 @@ def grads(model: torch.nn.Module) -> dict[str, torch.Tensor | None]:
 
 
 def sgd_steps(model, rule, family: str, steps: int, lr: float = 0.5, seed: int = 10) -> None:
-    """Train ``steps`` SGD steps on fresh batches so that theta moves away from theta_0."""
+    """Train ``steps`` SGD steps on fresh batches so that theta moves away from theta_0.
+
+    ``.grad`` is left empty, so that the next ``rule.backward`` leaves its update alone there."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for k in range(steps):
         x, y = make_batch(family, seed=seed + k)
+        opt.zero_grad()
         rule.backward(x, y)
         opt.step()
+    opt.zero_grad()  # .grad left empty, for the next update alone
 
 
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def rule_registry(monkeypatch):
+    """The rule registry as it is, restored after the test (rules a test registers, and installed
+    entry points it fakes, do not leak into other tests)."""
+    from widealign.rules import registry
+
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    monkeypatch.setattr(registry, "_entry_points_loaded", registry._entry_points_loaded)
+    return registry

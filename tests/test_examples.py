@@ -71,3 +71,18 @@ def test_the_notebook_is_saved_with_its_outputs_plot_included():
     assert not any(out["output_type"] == "error" for out in outputs)
     assert all(cell["outputs"] for cell in code)  # each prints or shows something
     assert any("image/png" in out.get("data", {}) for out in code[-1]["outputs"])
+
+
+def test_the_rule_of_ones_own_passes_the_checks_and_trains(rule_registry, capsys):
+    accuracy = load("decaying_fa").main(["--epochs", "1", "--width", "8"])
+    assert 0 <= accuracy <= 1
+    out = capsys.readouterr().out
+    assert "ok decaying-fa: batched members equal their separate runs" in out
+    assert "decaying-fa: held-out accuracy" in out
+
+
+def test_the_rule_in_docs_add_a_rule_is_the_example_file():
+    """The doc's worked example is the code the test above runs, verbatim."""
+    doc = (EXAMPLES.parent / "docs" / "add-a-rule.md").read_text()
+    block = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "class DecayingFA" in block and block in (EXAMPLES / "decaying_fa.py").read_text()

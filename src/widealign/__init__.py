@@ -23,7 +23,7 @@ except _PackageNotFoundError:  # running from a source tree that is not installe
     __version__ = "0.0.0+unknown"
 
 from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers  # noqa: E402
-from widealign.rules import RULES, Rule, make_rule  # noqa: E402
+from widealign.rules import RULES, Rule, make_rule, register_rule  # noqa: E402
 
 __all__ = [
     "MLP",
@@ -35,5 +35,6 @@ __all__ = [
     "__version__",
     "convert",
     "make_rule",
+    "register_rule",
     "synaptic_layers",
 ]

@@ -19,6 +19,7 @@ def test_every_rule_steps_and_keeps_its_state_on_the_models_device(name, family)
     rule = make_rule(name, model, loss_for(family), seed=0, **fast(name))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
+        optimizer.zero_grad()
         rule.backward(x, y)
         optimizer.step()
     state = rule.state_dict()

@@ -70,6 +70,7 @@ def test_fa_with_current_weights_is_bp(family):
     rule.set_feedback([layer.weight.detach() for layer in synaptic_layers(model)])
     rule.backward(x, y)
     fa = grads(model)
+    model.zero_grad()
     make_rule("bp", model, loss_for(family)).backward(x, y)
     assert_same_grads(fa, grads(model))
 
@@ -81,6 +82,8 @@ def test_align_prop_is_fa_with_initial_weights(family):
     fa.set_feedback([layer.weight.detach() for layer in synaptic_layers(fa_model)])
     for k in range(4):
         x, y = make_batch(family, seed=20 + k)
+        prop_model.zero_grad()
+        fa_model.zero_grad()
         prop.backward(x, y)
         fa.backward(x, y)
         assert_same_grads(grads(prop_model), grads(fa_model))
@@ -126,6 +129,7 @@ def test_readout_touches_only_the_readout(family):
     got = grads(model)
     readout = synaptic_layers(model)[-1]
     readout_ids = {id(p) for p in readout.parameters()}
+    model.zero_grad()
     make_rule("bp", model, loss_for(family)).backward(x, y)
     bp = grads(model)
     for name, p in model.named_parameters():

@@ -42,6 +42,7 @@ def test_kolen_pollack_difference_decays_by_one_minus_eta_lambda_per_step(family
     layers = synaptic_layers(model)
     start = [float((b - layer.weight.detach()).norm()) for b, layer in zip(rule.feedback, layers)]
     for t in range(1, steps + 1):
+        opt.zero_grad()
         rule.backward(*make_batch(family, seed=20 + t))
         opt.step()
         for b, layer, d0 in zip(rule.feedback, layers, start):
@@ -71,6 +72,7 @@ def test_usf_feedback_is_s_times_sign_w_at_every_step(family):
     rule = make_rule("usf", model, loss)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for t in range(4):
+        opt.zero_grad()
         x, y = make_batch(family, seed=30 + t)
         expected = [layer.init_std * torch.sign(layer.weight.detach()) for layer in synaptic_layers(model)]
         assert all(torch.equal(b, e) for b, e in zip(rule.feedback, expected))

@@ -135,6 +135,7 @@ def train_linear(model: nn.Module, name: str, steps: int, seed: int = 3) -> list
     angles = []
     for _ in range(steps):
         x = torch.randn(100, 20, generator=g, dtype=torch.float64)
+        opt.zero_grad()
         rule.backward(x, x @ teacher.T)
         opt.step()
         angles.append(angle(rule.feedback[1], model[1].weight.detach()))
@@ -371,8 +372,10 @@ def test_state_dict_round_trip_is_exact(name):
     rule = make_rule(name, model, seed=4, **options)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for k in range(2):
+        opt.zero_grad()
         rule.backward(*make_batch("mlp", seed=20 + k))
         opt.step()
+    opt.zero_grad()
     state = {k: v.clone() for k, v in rule.state_dict().items()}
     assert state
     twin_model = make_model("mlp")

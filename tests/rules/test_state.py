@@ -15,6 +15,7 @@ ALL = sorted(RULES)
 def train(model, rule, opt, family, steps, start):
     for k in range(start, start + steps):
         x, y = make_batch(family, seed=100 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         opt.step()
 
@@ -87,6 +88,7 @@ def test_setting_theta0_to_the_current_weights_gives_bp(name, family):
     x, y = make_batch(family, seed=7)
     rule.backward(x, y)
     mine = grads(model)
+    model.zero_grad()
     make_rule("bp", model, loss_for(family)).backward(x, y)
     for n, g in grads(model).items():
         torch.testing.assert_close(mine[n], g, rtol=1e-9, atol=1e-11)

@@ -212,6 +212,7 @@ def test_rule_matches_an_independent_implementation_over_sgd_steps(family, rule_
     p = {n: t.detach().clone().requires_grad_(True) for n, t in model.named_parameters()}
     for k in range(STEPS):
         x, y = make_batch(family, seed=30 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         expected = plain_grads(family, rule_name, variant, p, p0, x, y)
         got = grads(model)
@@ -232,6 +233,7 @@ def _train(model, rule, family, steps=STEPS):
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     for k in range(steps):
         x, y = make_batch(family, seed=30 + k)
+        opt.zero_grad()
         rule.backward(x, y)
         opt.step()
 
@@ -265,6 +267,7 @@ def test_align_ada_differs_from_align_zero_after_steps():
     ada = grads(model)
     zero = make_rule("align-zero", model)
     zero.set_initial_parameters(rule.initial_parameters())
+    model.zero_grad()
     zero.backward(x, y)
     assert any(not torch.allclose(ada[n], g) for n, g in grads(model).items())
 
@@ -274,6 +277,7 @@ def test_reference_align_ada_is_bp_at_theta_0_on_the_conv_net():
     model = make_model("conv")
     make_rule("align-ada", model, variant="reference").backward(x, y)
     ref = grads(model)
+    model.zero_grad()
     make_rule("bp", model).backward(x, y)
     for name, g in grads(model).items():
         torch.testing.assert_close(ref[name], g, **TOL, msg=name)
@@ -285,6 +289,7 @@ def test_reference_align_ada_is_not_bp_at_theta_0_on_the_rnn():
     model = make_model("rnn")
     make_rule("align-ada", model, "sequence-mse", variant="reference").backward(x, y)
     ref = grads(model)
+    model.zero_grad()
     make_rule("bp", model, "sequence-mse").backward(x, y)
     bp = grads(model)
     torch.testing.assert_close(ref["readout.weight"], bp["readout.weight"], **TOL)

@@ -53,6 +53,7 @@ def test_update_is_the_section_6_formula(activation, rule_name):
         e = psi(z) @ beta / math.sqrt(p) - y[:, 0]
         beta_new = beta - eta / math.sqrt(p) * (e[:, None] * psi(z)).sum(0) - eta * lam * beta
         w_new = w - eta / math.sqrt(p) * torch.einsum("i,r,ir,ij->rj", e, b, dpsi(z), x)
+        optimizer.zero_grad()
         rule.backward(x, y)
         optimizer.step()
         torch.testing.assert_close(model.readout.weight.detach()[0], beta_new, rtol=1e-12, atol=1e-12)

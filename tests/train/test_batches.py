@@ -39,6 +39,7 @@ def test_a_dataloader_of_labels_trains_like_a_hand_written_loop_on_targets():
     for _ in range(2):
         total = 0.0
         for xb, yb in zip(x.split(50), y.split(50)):  # the same batches, one-hot minus 0.1 targets
+            ref_opt.zero_grad()
             loss, _ = ref_rule.backward(xb, yb)
             ref_opt.step()
             total += float(loss) * len(xb)

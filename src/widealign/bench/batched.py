@@ -102,6 +102,7 @@ def time_members(
             train_step(t.rule, t.optimizer, xb, yb)
 
     def together() -> None:
+        batched.optimizer.zero_grad(set_to_none=True)
         batched.rule.backward(x, y)
         batched.scale_updates()
         batched.optimizer.step()

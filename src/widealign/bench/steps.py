@@ -1,9 +1,9 @@
 """Time one training step of every rule against backprop, on the same model and batch.
 
-A step is ``rule.backward(x, y)`` followed by ``optimizer.step()``. Every rule starts from the
-same initial network; rules are timed in interleaved rounds (bp, fa, ..., bp, fa, ...) so that
-drift in the machine's speed affects all of them alike, and the median over rounds is reported
-with its ratio to bp measured in the same process. Peak GPU memory is reported on CUDA.
+A step is ``optimizer.zero_grad()``, ``rule.backward(x, y)`` and ``optimizer.step()``. Every rule
+starts from the same initial network; rules are timed in interleaved rounds (bp, fa, ..., bp, fa,
+...) so that drift in the machine's speed affects all of them alike, and the median over rounds is
+reported with its ratio to bp measured in the same process. Peak GPU memory is reported on CUDA.
 
 Three more yardsticks, measured in the same process and interleaved with the rules:
 
@@ -205,6 +205,7 @@ def _autocast_step(
     autocast: str | None, rule: Rule, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
 ) -> None:
     """One timed step, under ``autocast`` where given."""
+    optimizer.zero_grad(set_to_none=True)
     with autocast_region(rule.model, autocast):
         rule.backward(x, y)
     optimizer.step()

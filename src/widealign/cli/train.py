@@ -14,13 +14,16 @@ from widealign.cli.common import (
     rule_option_argument,
     rule_options,
 )
-from widealign.rules import RULES
 from widealign.runs.config import MODELS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train one rule on one model and dataset")
-    train.add_argument("--rule", default="bp", help=f"one of {', '.join(RULES)} (default bp)")
+    train.add_argument(
+        "--rule",
+        default="bp",
+        help="a rule (widealign rules lists them) or package.module:Class (default bp)",
+    )
     train.add_argument("--width", type=int, nargs="+", help="width, or one per conv layer")
     rule_option_argument(train)
     add_run_flags(train)

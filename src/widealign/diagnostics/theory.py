@@ -68,6 +68,8 @@ class TheoryPair:
 
         Returns the bp network's loss and output on the batch.
         """
+        for p in self.bp.parameters():
+            p.grad = None
         result = self.bp_rule.backward(x, y)
         _, e = loss_and_error(self.bp_rule.loss_fn, result.output, y)
         for p in self.theory.parameters():

@@ -56,8 +56,12 @@ def update_cosines(rule: Rule, x: Tensor, y: Tensor) -> list[float]:
     saved_grads = [p.grad for p in params]
     saved_buffers = [b.clone() for b in model.buffers()]
     try:
+        for p in params:
+            p.grad = None
         rule.backward(x, y)
         mine = _weight_grads(model)
+        for p in params:
+            p.grad = None
         Backprop(model, rule.loss_fn).backward(x, y)
         bp = _weight_grads(model)
     finally:

@@ -1,8 +1,12 @@
 """Learning rules by name (docs/method.md#learning-rules).
 
 >>> rule = make_rule("align-ada", model)
->>> loss, output = rule.backward(x, y)   # update left in the parameters' .grad
+>>> optimizer.zero_grad()
+>>> loss, output = rule.backward(x, y)   # update added to the parameters' .grad
 >>> optimizer.step()
+
+Rules are found through :mod:`widealign.rules.registry`: registered names (every module here
+registers its rule with :func:`register_rule`), installed entry points, ``"package.module:Class"``.
 """
 
 from __future__ import annotations
@@ -13,56 +17,37 @@ from typing import Any
 from torch import nn
 
 from widealign.losses import Loss
-from widealign.rules.activation_relaxation import ActivationRelaxation
-from widealign.rules.align_ada import AlignAda
-from widealign.rules.align_prop import AlignProp
-from widealign.rules.align_zero import AlignZero
 from widealign.rules.base import VARIANTS, Rule, StepResult, check_variant
+from widealign.rules.registry import ENTRY_POINT_GROUP, RULES, get_rule, register_rule
+
+# Each module registers its rule with @register_rule as it is imported; this order is the order in
+# which ``widealign rules`` lists them (installed plugins' rules follow).
+# isort: off
 from widealign.rules.bp import Backprop
-from widealign.rules.brsf import BatchRandomSignFeedback
-from widealign.rules.dfa import DirectFeedbackAlignment
-from widealign.rules.dynamic_inversion import DynamicInversion
-from widealign.rules.fa import FeedbackAlignment
-from widealign.rules.frsf import FixedRandomSignFeedback
-from widealign.rules.information_alignment import InformationAlignment
-from widealign.rules.kolen_pollack import KolenPollack
-from widealign.rules.pal import PhaselessAlignment
-from widealign.rules.predictive_coding import PredictiveCoding
 from widealign.rules.readout import Readout
-from widealign.rules.symmetric_alignment import SymmetricAlignment
+from widealign.rules.align_zero import AlignZero
+from widealign.rules.align_ada import AlignAda
+from widealign.rules.fa import FeedbackAlignment
+from widealign.rules.align_prop import AlignProp
+from widealign.rules.dfa import DirectFeedbackAlignment
 from widealign.rules.usf import UniformSignFeedback
+from widealign.rules.brsf import BatchRandomSignFeedback
+from widealign.rules.frsf import FixedRandomSignFeedback
+from widealign.rules.kolen_pollack import KolenPollack
 from widealign.rules.weight_mirror import WeightMirror
+from widealign.rules.information_alignment import InformationAlignment
+from widealign.rules.symmetric_alignment import SymmetricAlignment
+from widealign.rules.activation_relaxation import ActivationRelaxation
+from widealign.rules.predictive_coding import PredictiveCoding
+from widealign.rules.pal import PhaselessAlignment
+from widealign.rules.dynamic_inversion import DynamicInversion
 
-RULES: dict[str, type[Rule]] = {
-    rule.name: rule
-    for rule in (
-        Backprop,
-        Readout,
-        AlignZero,
-        AlignAda,
-        AlignProp,
-        FeedbackAlignment,
-        DirectFeedbackAlignment,
-        UniformSignFeedback,
-        BatchRandomSignFeedback,
-        FixedRandomSignFeedback,
-        KolenPollack,
-        WeightMirror,
-        InformationAlignment,
-        SymmetricAlignment,
-        ActivationRelaxation,
-        PredictiveCoding,
-        PhaselessAlignment,
-        DynamicInversion,
-    )
-}
+# isort: on
 
 
-def rule_options(name: str) -> dict[str, Any]:
+def rule_options(name: str | type[Rule]) -> dict[str, Any]:
     """The options rule ``name`` takes (keyword arguments besides model, loss and seed) and their defaults."""
-    if name not in RULES:
-        raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
-    params = inspect.signature(RULES[name].__init__).parameters
+    params = inspect.signature(get_rule(name).__init__).parameters
     fixed = ("self", "model", "loss", "seed", "variant", "lr")
     return {k: p.default for k, p in params.items() if k not in fixed}
 
@@ -87,9 +72,10 @@ def _coerce(rule: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def check_rule_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+def check_rule_options(name: str | type[Rule], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against rule ``name``'s (one-line error) and converted to their types."""
     known = rule_options(name)
+    name = get_rule(name).name if isinstance(name, type) else name
     unknown = sorted(set(options) - set(known))
     if unknown:
         offered = ", ".join(known) or "none"
@@ -98,7 +84,7 @@ def check_rule_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_rule(
-    name: str,
+    name: str | type[Rule],
     model: nn.Module,
     loss: str | Loss = "mse",
     seed: int = 0,
@@ -107,6 +93,10 @@ def make_rule(
     **options: Any,
 ) -> Rule:
     """The rule called ``name`` bound to ``model``.
+
+    ``name`` is a registered rule's name (``widealign rules`` lists them), an import path
+    ``"package.module:Class"`` of a :class:`Rule` subclass, or the class itself
+    (:mod:`widealign.rules.registry`).
 
     ``seed`` draws random feedback (fa, dfa, the sign-symmetry and learned-feedback rules).
     ``variant="reference"`` selects the authors' code's version of align-ada, align-zero and
@@ -118,8 +108,8 @@ def make_rule(
     Create the rule when training starts: align-zero and align-ada copy theta_0, align-prop
     copies W(0).
     """
-    kwargs = check_rule_options(name, options)
-    cls = RULES[name]
+    cls = get_rule(name)
+    kwargs = check_rule_options(cls, options)
     check_variant(cls, variant)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs |= {k: v for k, v in {"seed": seed, "lr": lr}.items() if k in accepted}
@@ -129,6 +119,7 @@ def make_rule(
 
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "RULES",
     "ActivationRelaxation",
     "AlignAda",
@@ -152,6 +143,8 @@ __all__ = [
     "VARIANTS",
     "WeightMirror",
     "check_rule_options",
+    "get_rule",
     "make_rule",
+    "register_rule",
     "rule_options",
 ]

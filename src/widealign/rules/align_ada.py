@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.models.layers import Route, routed, taps
 from widealign.rules.base import InitialNetwork, InitialState, RecordInputs, Rule, is_recurrent
+from widealign.rules.registry import register_rule
 
 
 class _Inject(Route):
@@ -65,6 +66,7 @@ class _Inject(Route):
         return z0 + (z - z.detach())
 
 
+@register_rule
 class AlignAda(InitialState, Rule):
     """dW_l = (current local Jacobian)^T delta0_l x current input: error via theta_0, local terms current."""
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from widealign.rules.fa import FeedbackAlignment
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class AlignProp(FeedbackAlignment):
     """grad_x = W_l(0)^T grad_y: fa whose feedback is the initial forward weights (copied at creation)."""
 

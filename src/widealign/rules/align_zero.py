@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss, loss_and_error
 from widealign.rules.base import InitialNetwork, InitialState, Rule, is_recurrent
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class AlignZero(InitialState, Rule):
     """g = J_{theta_0}(x)^T e: the current error e backpropagated through the frozen initial network."""
 

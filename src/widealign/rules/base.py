@@ -1,11 +1,14 @@
 """What every learning rule shares: the contract, the rule-state helpers and the input routes.
 
 A rule is an ``nn.Module`` bound to one model. ``rule.backward(x, y)`` runs the forward pass on a
-batch, computes the rule's update and leaves it in the model parameters' ``.grad`` (overwriting
-what was there, like ``zero_grad`` followed by ``loss.backward()``; parameters a rule does not
-train get ``None``). It returns the loss and outputs of the *current* network, so any
-``torch.optim`` optimiser can then apply the update. A rule's state (initial parameters, feedback
-matrices) lives in its buffers: ``rule.state_dict()`` saves it, ``load_state_dict`` restores it.
+batch, computes the rule's update and adds it to the model parameters' ``.grad``, as
+``loss.backward()`` adds its gradient: a parameter whose ``.grad`` is None gets the update, one
+that holds a gradient gets the sum (in place), and a parameter the rule does not train keeps what
+it had. Clearing is the caller's, ``optimizer.zero_grad()`` before each step, so that two
+half-batches accumulate like one batch where the rule is linear in the batch. It returns the loss
+and outputs of the *current* network, so any ``torch.optim`` optimiser can then apply the update.
+A rule's state (initial parameters, feedback matrices) lives in its buffers: ``rule.state_dict()``
+saves it, ``load_state_dict`` restores it.
 The model itself is not a submodule of the rule, so the rule's state dict holds only rule state.
 """
 
@@ -69,18 +72,32 @@ class Rule(nn.Module):
         return cls.batchable
 
     def backward(self, x: Tensor, y: Tensor) -> StepResult:
-        """Fill the model parameters' ``.grad`` with this rule's update for the batch ``(x, y)``.
+        """Add this rule's update for the batch ``(x, y)`` to the model parameters' ``.grad``.
+
+        Like ``loss.backward()``: call ``optimizer.zero_grad()`` first unless the updates of
+        several batches are meant to add up. The rule's own state steps once per call, from this
+        batch's update alone (a subclass's :meth:`_backward` finds ``.grad`` cleared and leaves
+        this batch's update there; what was there before is added back afterwards).
 
         ``y`` holds targets shaped like the outputs, or integer class labels of shape ``(batch,)``
         (what torchvision data sets yield): the ``mse`` loss turns labels into the paper's targets,
         one-hot rows minus 0.1 (:func:`widealign.losses.label_targets`); ``ce`` uses them as they are.
         """
-        for p in self.model.parameters():
+        params = list(self.model.parameters())
+        held = [p.grad for p in params]
+        for p in params:
             p.grad = None
         loss, output = self._backward(x, y)
+        for p, g in zip(params, held):
+            if g is not None:
+                if p.grad is not None:
+                    g.add_(p.grad)
+                p.grad = g
         return StepResult(loss.detach(), output.detach())
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the forward pass on ``(x, y)``, leave the update in ``.grad`` (which every parameter
+        enters as None) and return the loss and the outputs of the network before the update."""
         raise NotImplementedError
 
     def step_stats(self) -> dict[str, float]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from widealign.rules.base import Rule
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class Backprop(Rule):
     """g = dL/dtheta: the error travels back through the current weights (grad_x = W^T grad_y)."""
 

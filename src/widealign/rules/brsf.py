@@ -12,8 +12,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from widealign.rules.learned import LearnedFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class BatchRandomSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = |R| * sign(W), R redrawn every batch (Moskovitz et al. 2018)."""
 

@@ -41,9 +41,11 @@ from widealign.losses import Loss
 from widealign.models.layers import grouped_linear, routed, taps
 from widealign.rules.base import FeedbackState, RecordInputs, Rule, is_recurrent
 from widealign.rules.dfa_modules import ModuleOptions, ModuleRoute, project, sparse_mask
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
+@register_rule
 class DirectFeedbackAlignment(FeedbackState, Rule):
     """dL/du_l = B_l^T e: the output error sent straight to every hidden layer's output."""
 

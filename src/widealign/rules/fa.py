@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.models.layers import Route, Synaptic, routed
 from widealign.rules.base import FeedbackState, Rule
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
@@ -26,6 +27,7 @@ class _Feedback(Route):
         return self.matrices[index]
 
 
+@register_rule
 class FeedbackAlignment(FeedbackState, Rule):
     """grad_x = B_l^T grad_y, B_l fixed and drawn independently from the forward init distribution."""
 

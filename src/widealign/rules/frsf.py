@@ -12,9 +12,11 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss
 from widealign.rules.learned import LearnedFeedback
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
+@register_rule
 class FixedRandomSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = |R| * sign(W), R fixed from the init distribution (Moskovitz 2018)."""
 

@@ -21,8 +21,10 @@ from widealign.losses import Loss
 from widealign.models.layers import Synaptic
 from widealign.rules import primitives
 from widealign.rules.learned import ObjectiveFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class InformationAlignment(ObjectiveFeedback):
     """B learns R = alpha*amp + beta*null + gamma*decay on the layer's activity (Kunin et al. 2020)."""
 

@@ -19,8 +19,10 @@ from torch import nn
 
 from widealign.losses import Loss
 from widealign.rules.learned import StoredFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class KolenPollack(StoredFeedback):
     """B and W get the same update G plus weight decay, so B - W shrinks by (1 - lr*decay) per step."""
 

@@ -30,9 +30,11 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.rules.base import FeedbackState, Rule
 from widealign.rules.layerwise import Chain, local_update
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
+@register_rule
 class PhaselessAlignment(FeedbackState, Rule):
     """fa whose feedback learns from white noise on the forward rates (PAL simplified): B_l -> W_l."""
 

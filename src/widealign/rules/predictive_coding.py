@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss
 from widealign.rules.base import FeedbackState, Rule
+<<<<<<< HEAD
 from widealign.rules.layerwise import (
     CHECK_EVERY,
     Chain,
@@ -48,6 +49,10 @@ from widealign.rules.layerwise import (
     local_update,
     settled,
 )
+=======
+from widealign.rules.layerwise import Chain, check_choice, learned_feedback_step, local_update
+from widealign.rules.registry import register_rule
+>>>>>>> registry
 from widealign.seeding import generator
 
 
@@ -61,6 +66,7 @@ def _correlate(eps: Tensor, mu: Tensor) -> Tensor:
     return eps.T @ mu if eps.dim() == 2 else torch.einsum("no...,nc...->oc", eps, mu)
 
 
+@register_rule
 class PredictiveCoding(FeedbackState, Rule):
     """Value nodes minimise prediction errors by inference steps, then each layer learns locally."""
 

@@ -14,8 +14,10 @@ from torch import Tensor
 
 from widealign.models.layers import routed
 from widealign.rules.base import Rule, StopGradient, is_recurrent
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class Readout(Rule):
     """g_L = dL/dW_L for the readout only; every other layer stays frozen (random features)."""
 

@@ -19,8 +19,10 @@ from widealign.losses import Loss
 from widealign.models.layers import Synaptic
 from widealign.rules import primitives
 from widealign.rules.learned import ObjectiveFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class SymmetricAlignment(ObjectiveFeedback):
     """B learns R = alpha*decay + beta*self, i.e. B -> beta/(2 alpha) W = W (Kunin et al. 2020)."""
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from widealign.rules.learned import LearnedFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class UniformSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = s * sign(W): sign symmetry at the init scale (Liao et al. 2016)."""
 

@@ -22,8 +22,10 @@ from widealign.losses import Loss
 from widealign.models.layers import Conv2d, Synaptic
 from widealign.rules import primitives
 from widealign.rules.learned import ObjectiveFeedback
+from widealign.rules.registry import register_rule
 
 
+@register_rule
 class WeightMirror(ObjectiveFeedback):
     """B learns B += lr*beta*E[zeta xi^T] - lr*2*alpha*B from noise xi and zeta = W xi (Akrout 2019)."""
 

@@ -24,7 +24,7 @@ from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS, synaptic_layers
 from widealign.models.vision import is_torchvision_name, torchvision_model
-from widealign.rules import RULES, VARIANTS, check_rule_options
+from widealign.rules import RULES, VARIANTS, check_rule_options, get_rule
 from widealign.train.loop import check_autocast
 
 #: The library's own families; any torchvision classification model name (resnet18, vgg11, ...)
@@ -157,7 +157,7 @@ class RunConfig:
             raise ValueError(f"strides must be a list of positive integers, got {self.strides!r}")
 
     def _check(self) -> None:
-        _choice("rule", self.rule, RULES)
+        get_rule(self.rule)  # a one-line error for an unknown name or an import path that fails
         _choice("variant", self.variant, VARIANTS)
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):

@@ -113,6 +113,7 @@ def estimate_memory(cfg: RunConfig, members: int = 1) -> MemoryEstimate:
         live = _LiveBytes()
         with live:
             for _ in range(2):
+                optimizer.zero_grad(set_to_none=True)
                 rule.backward(x, y)
                 optimizer.step()
     own = {id(t) for t in [*model.parameters(), *model.buffers()]}

@@ -269,6 +269,7 @@ def run_song2021(config: Song2021Config) -> dict[str, Any]:
     optimizer = make_optimizer(model, config.step_size, config.lam)
     steps, losses, cosines = [], [], []
     for t in range(config.steps + 1):
+        optimizer.zero_grad(set_to_none=True)
         loss, _ = rule.backward(x, y)
         if t % config.record_every == 0 or t == config.steps:
             steps.append(t)

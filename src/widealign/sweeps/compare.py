@@ -55,7 +55,9 @@ def run_compare(
     ]
     rows = []
     for cfg in tqdm(configs, desc="compare", unit="run", disable=not progress, position=0):
-        result = train_run(cfg, out / "runs" / f"{cfg.rule}-w{cfg.width}", progress=progress)
+        result = train_run(
+            cfg, out / "runs" / f"{cfg.rule.replace(':', '-')}-w{cfg.width}", progress=progress
+        )
         rows.append(summary_row(result))
     write_csv(rows, out / "compare.csv")
     plot_compare(rows, out / "compare.png")

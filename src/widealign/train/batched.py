@@ -128,7 +128,7 @@ class BatchedTrainer:
         self._rule_layout = StackedState([t.rule.state_dict() for t in self.members], own=_OWN_RULE_SCALARS)
         options = dict(rule_options or {})
         self.rule = make_rule(
-            first.rule.name, self.model, MemberLoss(first.rule.loss_fn, self.size), **options
+            type(first.rule), self.model, MemberLoss(first.rule.loss_fn, self.size), **options
         )
         # The stacked rule was built with state of its own, shaped for one member where it was
         # drawn per block: give every entry the stacked shape, then load (which also restores the
@@ -246,6 +246,7 @@ class BatchedTrainer:
         epoch = first.epoch + 1
         for step, batches in enumerate(zip(*streams, strict=True)):
             xs, ys = zip(*batches)
+            self.optimizer.zero_grad(set_to_none=True)
             _, output = self.rule.backward(stack_inputs(xs, self.axis), torch.stack(ys))
             outs = member_outputs(output, self.size)
             for k in self.live:

@@ -1,7 +1,8 @@
 """The training loop: epochs of seeded mini-batches, evaluation, divergence checks, checkpoints.
 
 One epoch: shuffle the training set with the run's own generator, and for each batch call
-``rule.backward(x, y)`` (which leaves the update in ``.grad``) then ``optimizer.step()``. The
+``optimizer.zero_grad()``, ``rule.backward(x, y)`` (which adds the update to ``.grad``) then
+``optimizer.step()``. The
 training loss and accuracy of an epoch (``train_loss``, ``train_acc``) are averages over its
 batches of the current network's outputs before each update; the held-out metrics are computed
 after the epoch, in batches of the training batch size (the paper's normalisation uses batch
@@ -267,6 +268,7 @@ class Trainer:
         total_loss, hits, n = 0.0, 0, 0
         self.step_stats = {}
         for step, (xb, yb) in enumerate(self.data.train_batches(self.batch_size, self.shuffle)):
+            self.optimizer.zero_grad(set_to_none=True)
             with autocast_region(self.model, self.autocast):
                 loss, out = self.rule.backward(xb, yb)
             for key, value in self.rule.step_stats().items():

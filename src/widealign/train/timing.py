@@ -18,7 +18,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def train_step(rule: Rule, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One step as timed: the rule fills ``.grad``, the optimiser applies it."""
+    """One step as timed: clear ``.grad``, the rule adds its update there, the optimiser applies it."""
+    optimizer.zero_grad(set_to_none=True)
     rule.backward(x, y)
     optimizer.step()
 
