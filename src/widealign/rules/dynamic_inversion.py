@@ -39,7 +39,6 @@ from torch import Tensor, nn
 from widealign.losses import Loss
 from widealign.models.layers import Dense
 from widealign.rules.base import FeedbackState, Rule
-<<<<<<< HEAD
 from widealign.rules.layerwise import (
     CHECK_EVERY,
     Chain,
@@ -48,6 +47,7 @@ from widealign.rules.layerwise import (
     local_update,
     settled,
 )
+from widealign.rules.registry import register_rule
 from widealign.seeding import generator
 
 
@@ -94,14 +94,7 @@ def ssa_step(w: Tensor, b: Tensor, alpha: float, shift: float) -> Tensor:
     return (grad / torch.trace(grad))[:inp, inp:]
 
 
-=======
-from widealign.rules.layerwise import Chain, check_choice, local_update
-from widealign.rules.registry import register_rule
-from widealign.seeding import generator
-
-
 @register_rule
->>>>>>> registry
 class DynamicInversion(FeedbackState, Rule):
     """Errors travel back by dynamically inverting each layer (pseudo-inverse as alpha -> 0)."""
 

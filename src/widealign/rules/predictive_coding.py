@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from widealign.losses import Loss
 from widealign.rules.base import FeedbackState, Rule
-<<<<<<< HEAD
 from widealign.rules.layerwise import (
     CHECK_EVERY,
     Chain,
@@ -49,10 +48,7 @@ from widealign.rules.layerwise import (
     local_update,
     settled,
 )
-=======
-from widealign.rules.layerwise import Chain, check_choice, learned_feedback_step, local_update
 from widealign.rules.registry import register_rule
->>>>>>> registry
 from widealign.seeding import generator
 
 
