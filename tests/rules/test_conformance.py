@@ -20,7 +20,11 @@ NOT_LINEAR_IN_THE_BATCH = {
     "weight-mirror": "steps B inside backward: the second half sees another B",
     "information-alignment": "steps B inside backward: the second half sees another B",
     "symmetric-alignment": "steps B inside backward: the second half sees another B",
-    "pal": "draws forward noise at every step and steps B inside backward",
+    "pal-simplified": "draws forward noise at every step and steps B inside backward",
+    "predictive-coding": (
+        "stops relaxing at a tolerance relative to the errors' size, so each half runs its own "
+        "number of iterations, and its feedback steps inside backward"
+    ),
     "activation-relaxation": (
         "starts relaxing at the feedforward activity, whose residual after finitely many "
         "iterations does not scale with the loss's 1/batch (start='zero' is linear)"
