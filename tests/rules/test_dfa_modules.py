@@ -184,6 +184,7 @@ def test_sparse_dfa_is_dfa_with_the_masked_matrices(family):
             assert 0 < kept.sum() < kept.numel()
             torch.testing.assert_close(masked[kept], dense[kept], rtol=0, atol=0)
     plain.set_feedback(sparse.feedback)
+    model.zero_grad(set_to_none=True)  # backward adds to .grad
     plain.backward(x, y)
     assert_same(got, grads(model))
 
@@ -203,8 +204,10 @@ def test_grouped_propagation_is_fa_with_the_block_diagonal_weights():
         for w in (m.weight.detach() for m in synaptic_layers(model))
     ]
     fa.set_feedback(blocks)  # the convolutions' diagonal blocks; the dense readout whole
+    model.zero_grad(set_to_none=True)  # backward adds to .grad
     fa.backward(x, y)
     assert_same(got, grads(model))
+    model.zero_grad(set_to_none=True)
     make_rule("bp", model).backward(x, y)
     assert not torch.allclose(got["convs.0.weight"], model.convs[0].weight.grad)
 
