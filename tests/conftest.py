@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+import shutil
+
 import pytest
 import torch
 
@@ -87,3 +90,20 @@ def rule_registry(monkeypatch):
     monkeypatch.setattr(registry, "_registered", dict(registry._registered))
     monkeypatch.setattr(registry, "_entry_points_loaded", registry._entry_points_loaded)
     return registry
+
+
+def one_line_error(capsys) -> str:
+    """The single stderr line of a failed command, without its prefix (fails if there are more)."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("widealign: error: "), err
+    return err.removeprefix("widealign: error: ").rstrip("\n")
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, bytes]:
+    """Every file of ``folder`` by name, as bytes (to check that nothing changed)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def copy_of(run: pathlib.Path, tmp_path: pathlib.Path, name: str = "run") -> pathlib.Path:
+    """A copy of the run folder ``run`` under ``tmp_path``."""
+    return pathlib.Path(shutil.copytree(run, tmp_path / name))

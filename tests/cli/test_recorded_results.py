@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import copy_of, one_line_error, snapshot
 from widealign import storage
 from widealign.cli.main import main
 from widealign.runs.config import RunConfig
@@ -28,26 +29,11 @@ def train(out, *extra: str) -> int:
     return main(["train", *BASE, "--out", str(out), *extra])
 
 
-def one_line_error(capsys) -> str:
-    """The single stderr line of a failed command, without its prefix (fails if there are more)."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("widealign: error: "), err
-    return err.removeprefix("widealign: error: ").rstrip("\n")
-
-
-def snapshot(folder: pathlib.Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("finished") / "run"
     assert train(out) == 0
     return out
-
-
-def copy_of(run: pathlib.Path, tmp_path: pathlib.Path, name: str = "run") -> pathlib.Path:
-    return pathlib.Path(shutil.copytree(run, tmp_path / name))
 
 
 class _Stop(BaseException):

@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 
+from conftest import copy_of, one_line_error, snapshot
 from widealign.cli.main import main
 
 BASE = ["--model", "mlp", "--width", "8", "--epochs", "1", "--no-progress"]
@@ -24,27 +25,12 @@ def train(out, *extra: str) -> int:
     return main(["train", *BASE, "--out", str(out), *extra])
 
 
-def one_line_error(capsys) -> str:
-    """The single stderr line of a failed command, without its prefix (fails if there are more)."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("widealign: error: "), err
-    return err.removeprefix("widealign: error: ").rstrip("\n")
-
-
-def snapshot(folder: pathlib.Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> pathlib.Path:
     """A finished one-epoch run folder (copy it before changing anything)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     assert train(out) == 0
     return out
-
-
-def copy_of(run: pathlib.Path, tmp_path: pathlib.Path, name: str = "run") -> pathlib.Path:
-    return pathlib.Path(shutil.copytree(run, tmp_path / name))
 
 
 # Item 1: the checkpoint carries its configuration and a resume checks it field by field.
