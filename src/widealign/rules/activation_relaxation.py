@@ -56,6 +56,8 @@ class ActivationRelaxation(FeedbackState, Rule):
     """Hidden activities relax to backprop's error (fixed point dL/du_l), then local updates."""
 
     name = "activation-relaxation"
+    reads = "weight"
+    reads_settings = (("feedback=learned", "nothing"),)
     supports_recurrent = False
     feedback_replaces_weight = True
 
@@ -96,6 +98,11 @@ class ActivationRelaxation(FeedbackState, Rule):
     def weight_transport(self) -> bool:
         """Whether the relaxation reads the current forward weights (``feedback="exact"``)."""
         return self.feedback_kind == "exact"
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str:
+        """Exact feedback is the current weights; learned feedback reads none of them."""
+        return "nothing" if options.get("feedback", "exact") == "learned" else "weight"
 
     def _matrix(self, index: int) -> Tensor:
         b = self.feedback[index]

@@ -71,6 +71,7 @@ class AlignAda(InitialState, Rule):
     """dW_l = (current local Jacobian)^T delta0_l x current input: error via theta_0, local terms current."""
 
     name = "align-ada"
+    reads = "nothing"
     batchable = True
     variants = ("default", "reference")
 

@@ -19,6 +19,7 @@ class AlignProp(FeedbackAlignment):
     """grad_x = W_l(0)^T grad_y: fa whose feedback is the initial forward weights (copied at creation)."""
 
     name = "align-prop"
+    reads = "nothing"
     batchable = True
 
     def initial_feedback(self, seed: int) -> list[Tensor]:

@@ -29,6 +29,7 @@ class AlignZero(InitialState, Rule):
     """g = J_{theta_0}(x)^T e: the current error e backpropagated through the frozen initial network."""
 
     name = "align-zero"
+    reads = "nothing"
     batchable = True
     variants = ("default", "reference")
 

@@ -35,6 +35,11 @@ class StepResult(NamedTuple):
 #: ``"reference"`` reproduces the authors' code where it differs (``docs/method.md#variants``).
 VARIANTS = ("default", "reference")
 
+#: What a rule may read of the current forward weights outside its forward passes, from least to
+#: most: nothing, their signs, their values (:func:`widealign.testing.forward_weight_reads`
+#: defines a read and checks every rule's declaration; ``docs/method.md#what-each-rule-reads``).
+READS = ("nothing", "weight-sign", "weight")
+
 
 class Rule(nn.Module):
     """Base class: subclasses set ``name`` and implement :meth:`_backward`."""
@@ -53,6 +58,16 @@ class Rule(nn.Module):
     #: in the layers' members. Checked by a test that each member of a batched run equals its
     #: separate run.
     batchable: ClassVar[bool] = False
+    #: What the rule reads of the current forward weights outside its forward passes, one of
+    #: :data:`READS`, with its default options and variant on a feed-forward model; None:
+    #: undeclared. A test holds every packaged rule to it with
+    #: :func:`widealign.testing.forward_weight_reads`.
+    reads: ClassVar[str | None] = None
+    #: The settings that change :attr:`reads`, as ``(setting, reads)`` pairs: a setting is
+    #: ``"name=value"`` items of the rule's options joined by ``", "`` (``variant`` and ``model``,
+    #: one of mlp, convnet, rnn, may be among them). docs/method.md's table lists them and the test
+    #: checks each; :meth:`reads_for` must agree.
+    reads_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
         super().__init__()
@@ -70,6 +85,13 @@ class Rule(nn.Module):
         """Whether runs of this rule with these options (:func:`~widealign.rules.rule_options`) can
         train batched; :attr:`batchable` unless a rule says otherwise."""
         return cls.batchable
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str | None:
+        """What this rule reads of the current forward weights (one of :data:`READS`) with these
+        options (:func:`~widealign.rules.rule_options`) and variant, on a recurrent model or not;
+        :attr:`reads` unless a rule's settings change it (:attr:`reads_settings`)."""
+        return cls.reads
 
     def backward(self, x: Tensor, y: Tensor) -> StepResult:
         """Add this rule's update for the batch ``(x, y)`` to the model parameters' ``.grad``.

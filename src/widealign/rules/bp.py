@@ -13,6 +13,7 @@ class Backprop(Rule):
     """g = dL/dtheta: the error travels back through the current weights (grad_x = W^T grad_y)."""
 
     name = "bp"
+    reads = "weight"
     batchable = True
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ class BatchRandomSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = |R| * sign(W), R redrawn every batch (Moskovitz et al. 2018)."""
 
     name = "brsf"
+    reads = "weight-sign"
     batchable = True
 
     def transport(self) -> list[Tensor]:

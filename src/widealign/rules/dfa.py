@@ -50,6 +50,8 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
     """dL/du_l = B_l^T e: the output error sent straight to every hidden layer's output."""
 
     name = "dfa"
+    reads = "nothing"
+    reads_settings = (("modules=2", "weight"), ("bp_modules=2", "weight"))
     batchable = True
 
     def __init__(
@@ -80,6 +82,14 @@ class DirectFeedbackAlignment(FeedbackState, Rule):
     def batchable_with(cls, options: dict) -> bool:
         """Plain dfa trains batched; Han et al.'s options train one run at a time."""
         return ModuleOptions(**options).plain
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str:
+        """Backprop inside a module reads its weights: ``modules`` or ``bp_modules`` > 1 (declared
+        so whatever the depth, though ``modules`` equal to the number of synaptic layers is plain
+        dfa on a feed-forward model); ``sparse`` and ``groups`` alone read nothing."""
+        o = ModuleOptions(**options)
+        return "weight" if o.modules > 0 or o.bp_modules > 1 else "nothing"
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not self.options.plain:

@@ -99,7 +99,16 @@ class DynamicInversion(FeedbackState, Rule):
     """Errors travel back by dynamically inverting each layer (pseudo-inverse as alpha -> 0)."""
 
     name = "dynamic-inversion"
+    reads = "weight"
+    reads_settings = (("solver=dynamics, stability_every=0", "nothing"),)
     supports_recurrent = False
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str:
+        """The closed form (``W_l B_l``) and the stability check (the eigenvalues of ``W_l B_l``)
+        read the weights; the dynamics apply them forwards only."""
+        dynamics = options.get("solver", "auto") == "dynamics"
+        return "nothing" if dynamics and options.get("stability_every", 1) == 0 else "weight"
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ class FeedbackAlignment(FeedbackState, Rule):
     """grad_x = B_l^T grad_y, B_l fixed and drawn independently from the forward init distribution."""
 
     name = "fa"
+    reads = "nothing"
     batchable = True
     feedback_replaces_weight = True
 

@@ -21,6 +21,7 @@ class FixedRandomSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = |R| * sign(W), R fixed from the init distribution (Moskovitz 2018)."""
 
     name = "frsf"
+    reads = "weight-sign"
     batchable = True
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0) -> None:

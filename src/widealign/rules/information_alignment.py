@@ -29,6 +29,7 @@ class InformationAlignment(ObjectiveFeedback):
     """B learns R = alpha*amp + beta*null + gamma*decay on the layer's activity (Kunin et al. 2020)."""
 
     name = "information-alignment"
+    reads = "nothing"
     batchable = True
     records_inputs = True
 

@@ -27,6 +27,7 @@ class KolenPollack(StoredFeedback):
     """B and W get the same update G plus weight decay, so B - W shrinks by (1 - lr*decay) per step."""
 
     name = "kolen-pollack"
+    reads = "nothing"
     batchable = True
 
     def __init__(

@@ -39,6 +39,7 @@ class PhaselessAlignment(FeedbackState, Rule):
     """fa whose feedback learns from white noise on the forward rates (PAL simplified): B_l -> W_l."""
 
     name = "pal-simplified"
+    reads = "nothing"
     supports_recurrent = False
     feedback_replaces_weight = True
 

@@ -67,6 +67,8 @@ class PredictiveCoding(FeedbackState, Rule):
     """Value nodes minimise prediction errors by inference steps, then each layer learns locally."""
 
     name = "predictive-coding"
+    reads = "weight"
+    reads_settings = (("feedback=learned", "nothing"),)
     supports_recurrent = False
     feedback_replaces_weight = True
 
@@ -125,6 +127,11 @@ class PredictiveCoding(FeedbackState, Rule):
     def weight_transport(self) -> bool:
         """Whether inference reads the current forward weights (``feedback="exact"``)."""
         return self.feedback_kind == "exact"
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str:
+        """Exact feedback is the current weights; learned feedback reads none of them."""
+        return "nothing" if options.get("feedback", "exact") == "learned" else "weight"
 
     def _matrix(self, index: int) -> Tensor:
         b = self.feedback[index]

@@ -22,8 +22,15 @@ class Readout(Rule):
     """g_L = dL/dW_L for the readout only; every other layer stays frozen (random features)."""
 
     name = "readout"
+    reads = "nothing"
+    reads_settings = (("variant=reference, model=rnn", "weight"),)
     batchable = True
     variants = ("default", "reference")
+
+    @classmethod
+    def reads_for(cls, options: dict, variant: str = "default", recurrent: bool = False) -> str:
+        """The reference variant's ``h0`` learns through the current RNN: it reads the weights."""
+        return "weight" if variant == "reference" and recurrent else "nothing"
 
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.variant == "reference" and is_recurrent(self.model):

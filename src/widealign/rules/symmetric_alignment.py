@@ -27,6 +27,7 @@ class SymmetricAlignment(ObjectiveFeedback):
     """B learns R = alpha*decay + beta*self, i.e. B -> beta/(2 alpha) W = W (Kunin et al. 2020)."""
 
     name = "symmetric-alignment"
+    reads = "weight"
     batchable = True
 
     def __init__(

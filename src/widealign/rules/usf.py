@@ -23,6 +23,7 @@ class UniformSignFeedback(LearnedFeedback):
     """grad_x = B^T grad_y with B = s * sign(W): sign symmetry at the init scale (Liao et al. 2016)."""
 
     name = "usf"
+    reads = "weight-sign"
     batchable = True
 
     def transport(self) -> list[Tensor]:

@@ -30,6 +30,7 @@ class WeightMirror(ObjectiveFeedback):
     """B learns B += lr*beta*E[zeta xi^T] - lr*2*alpha*B from noise xi and zeta = W xi (Akrout 2019)."""
 
     name = "weight-mirror"
+    reads = "nothing"
     batchable = True
     records_inputs = True
 
