@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from widealign.losses import Loss
-from widealign.rules.base import VARIANTS, Rule, StepResult, check_variant
+from widealign.rules.base import READS, VARIANTS, Rule, StepResult, check_variant
 from widealign.rules.registry import ENTRY_POINT_GROUP, RULES, get_rule, register_rule
 
 # Each module registers its rule with @register_rule as it is imported; this order is the order in
@@ -135,6 +135,7 @@ __all__ = [
     "KolenPollack",
     "PhaselessAlignment",
     "PredictiveCoding",
+    "READS",
     "Readout",
     "Rule",
     "StepResult",

@@ -65,7 +65,7 @@ class Rule(nn.Module):
     reads: ClassVar[str | None] = None
     #: The settings that change :attr:`reads`, as ``(setting, reads)`` pairs: a setting is
     #: ``"name=value"`` items of the rule's options joined by ``", "`` (``variant`` and ``model``,
-    #: one of mlp, convnet, rnn, may be among them). docs/method.md's table lists them and the test
+    #: one of mlp, conv, rnn, may be among them). docs/method.md's table lists them and the test
     #: checks each; :meth:`reads_for` must agree.
     reads_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
 

@@ -61,7 +61,8 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from widealign.models.layers import synaptic_layers
-from widealign.rules.base import READS, Rule
+from widealign.rules import check_rule_options
+from widealign.rules.base import READS, Rule, check_variant
 
 aten = torch.ops.aten
 
@@ -119,7 +120,11 @@ class _Copy:
         shape, stride, offset = tuple(t.shape), tuple(t.stride()), t.storage_offset()
         if offset == self.offset and (shape, stride) == (self.shape, self.stride):
             return "flipped" if self.flip else "same"
-        if offset == self.offset and len(shape) == 2 and (shape, stride) == (self.shape[::-1], self.stride[::-1]):
+        if (
+            offset == self.offset
+            and len(shape) == 2
+            and (shape, stride) == (self.shape[::-1], self.stride[::-1])
+        ):
             return "same" if self.flip else "flipped"
         return "other"
 
@@ -300,7 +305,9 @@ class _Watch(TorchDispatchMode):
         key = _key(t)
         if key is None or key in self.sources or key not in self.derived:
             return {}
-        return {n: _carried(lab if isinstance(lab, str) else "value") for n, lab in self.derived[key][1].items()}
+        return {
+            n: _carried(lab if isinstance(lab, str) else "value") for n, lab in self.derived[key][1].items()
+        }
 
 
 def _tensors(args: Any, kwargs: Any) -> list[Tensor]:
@@ -379,5 +386,42 @@ def read_kind(reads: Iterable[str]) -> str:
     return READS[1] if all(r.endswith(SIGN) for r in reads) else READS[2]
 
 
-__all__ = ["SIGN", "forward_weight_reads", "read_kind"]
+#: The model families a setting may name (``model=...``); ``mlp`` unless it names one.
+FAMILIES = ("mlp", "conv", "rnn")
 
+
+def parse_setting(rule: type[Rule], setting: str) -> tuple[dict[str, Any], str, str]:
+    """A setting of ``Rule.reads_settings`` (``"feedback=learned"``, ``"variant=reference,
+    model=rnn"``) as the rule's options (typed), its variant and the model family."""
+    options: dict[str, Any] = {}
+    variant, family = "default", "mlp"
+    for item in setting.split(", "):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{rule.name}: a reads setting is 'name=value, ...', got {setting!r}")
+        if key == "variant":
+            variant = value
+        elif key == "model":
+            family = value
+        else:
+            options[key] = value
+    check_variant(rule, variant)
+    if family not in FAMILIES:
+        raise ValueError(f"{rule.name}: reads setting model={family!r}; choose one of {', '.join(FAMILIES)}")
+    return check_rule_options(rule, options), variant, family
+
+
+def reads_table(rules: Iterable[type[Rule]]) -> str:
+    """The table of docs/method.md#what-each-rule-reads, from the rules' declarations
+    (``Rule.reads`` and ``Rule.reads_settings``), as Markdown."""
+    lines = [
+        "| rule | reads, by default | settings that change it |",
+        "| --- | --- | --- |",
+    ]
+    for cls in rules:
+        changes = "; ".join(f"{reads} with {setting}" for setting, reads in cls.reads_settings)
+        lines.append(f"| `{cls.name}` | {cls.reads or 'undeclared'} | {changes} |")
+    return "\n".join(lines)
+
+
+__all__ = ["SIGN", "forward_weight_reads", "parse_setting", "read_kind", "reads_table"]
