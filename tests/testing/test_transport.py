@@ -196,7 +196,7 @@ def test_a_forward_pass_through_the_weights_is_no_read():
         (lambda r: setattr(r, "signs", r.layers[2].weight.sign() * 3), {"layers.2.weight:sign"}),
         (lambda r: r.feedback_0.add_(r.layers[1].weight.detach().sum()), {"layers.1.weight"}),
         (lambda r: setattr(r, "gain", float(r.layers[2].weight.detach().norm())), {"layers.2.weight"}),
-        (lambda r: setattr(r, "t", torch.randn(4, 3, dtype=torch.float64) @ r.layers[2].weight), {"layers.2.weight"}),
+        (lambda r: setattr(r, "t", r.feedback_2[:, :3] @ r.layers[2].weight), {"layers.2.weight"}),
         (lambda r: setattr(r, "both", r.layers[1].weight.sign() + r.layers[1].weight), {"layers.1.weight"}),
         (lambda r: setattr(r, "shape_only", torch.zeros_like(r.layers[1].weight)), set()),
         (lambda r: setattr(r, "unused", r.layers[1].weight.detach().square().sum() * 0), {"layers.1.weight"}),

@@ -14,8 +14,9 @@ Learning rules differ in two things only, and a synaptic layer exposes exactly t
 
 The weight gradient is always the true local one, ``grad_W = scale * grad_y x^T``. The op saves the
 input only when the weight needs a gradient and ``B`` only when the input needs one, so a rule
-whose ``B`` is not the current weight never keeps the current weight for its backward pass (a test
-checks this with ``torch.autograd.graph.saved_tensors_hooks``).
+whose ``B`` is not the current weight never keeps the current weight for its backward pass
+(:func:`widealign.testing.forward_weight_reads` checks every rule for reads of the current weights,
+whatever route they take).
 
 A rule changes those two things for the duration of one pass with :func:`routed`, which gives every
 synaptic layer of a model a :class:`Route` and removes it afterwards.
