@@ -258,3 +258,33 @@ def test_read_kind_and_settings():
     assert parse_setting(RULES["readout"], "variant=reference, model=rnn") == ({}, "reference", "rnn")
     with pytest.raises(ValueError, match="setting"):
         parse_setting(RULES["dfa"], "modules")
+
+
+#: Settings that do not change what a rule reads (or change it in a way reads_for must compute):
+#: (rule, options, expected reads).
+MORE = [
+    ("activation-relaxation", {"feedforward": "relaxed"}, "weight"),
+    ("activation-relaxation", {"feedforward": "relaxed", "feedback": "learned"}, "nothing"),
+    ("activation-relaxation", {"derivatives": False, "feedback": "learned"}, "nothing"),
+    ("predictive-coding", {"fixed_predictions": False}, "weight"),
+    (
+        "predictive-coding",
+        {"fixed_predictions": False, "feedback": "learned", "error_connectivity": "learned"},
+        "nothing",
+    ),
+    ("dynamic-inversion", {"solver": "dynamics"}, "weight"),  # the stability check
+    ("dynamic-inversion", {"stability_every": 0}, "weight"),  # the closed form
+    ("dynamic-inversion", {"solver": "dynamics", "stability_every": 0, "feedback": "random"}, "nothing"),
+    ("dfa", {"sparse": 2}, "nothing"),
+    ("dfa", {"modules": 3}, "weight"),  # one layer per module: plain dfa (declared weight, see reads_for)
+]
+
+
+@pytest.mark.parametrize(("name", "options", "reads"), MORE, ids=[f"{n}:{o}" for n, o, _ in MORE])
+def test_options_that_keep_or_change_what_a_rule_reads(name, options, reads):
+    assert RULES[name].reads_for(options) == reads
+    found = checked(name, "mlp", options)
+    if (name, options.get("modules")) == ("dfa", 3):
+        assert found == set()  # the declaration is the safe side of the truth
+    else:
+        assert read_kind(found) == reads, sorted(found)

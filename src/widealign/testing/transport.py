@@ -419,7 +419,7 @@ def reads_table(rules: Iterable[type[Rule]]) -> str:
         "| --- | --- | --- |",
     ]
     for cls in rules:
-        changes = "; ".join(f"{reads} with {setting}" for setting, reads in cls.reads_settings)
+        changes = "; ".join(f"{reads} with `{setting}`" for setting, reads in cls.reads_settings)
         lines.append(f"| `{cls.name}` | {cls.reads or 'undeclared'} | {changes} |")
     return "\n".join(lines)
 
