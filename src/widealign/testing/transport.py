@@ -94,7 +94,6 @@ _COPIES = {
     aten.clone,
     aten._to_copy,
     aten.lift_fresh_copy,
-    aten.copy,
     aten.neg,
     aten.mul,
     aten.div,
@@ -248,14 +247,17 @@ class _Watch(TorchDispatchMode):
             labels = carried[0][1]
             others_scalar = all(
                 a.dim() == 0 for i, a in enumerate(_tensors(args, kwargs)) if i != carried[0][0]
-            )
+            ) and (packet is not aten.div or carried[0][0] == 0)
             if others_scalar and all(kind in ("same", "flipped") for kind in labels.values()):
                 if fresh[0].shape == flat_shape(args, carried[0][0], kwargs):
                     copy = {n: _copy_of(fresh[0], flip=(k == "flipped")) for n, k in labels.items()}
                     self._set(fresh[0], copy, merge=False)
                     return
         if packet in _SIGNS:
-            result = {n: "sign" for lab in per_input for n in lab}
+            result = {}
+            for labels in per_input:  # the sign of a weight; the sign of a value read stays a value
+                for name, kind in labels.items():
+                    _merge(result, name, "value" if kind == "value" else "sign")
         else:
             result = self._result(per_input, self._forward_uses(packet, args, kwargs))
         for o in fresh:
