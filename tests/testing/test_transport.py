@@ -20,9 +20,6 @@ from widealign.rules.fa import FeedbackAlignment
 from widealign.testing import SIGN, forward_weight_reads, read_kind
 from widealign.testing.transport import parse_setting
 
-#: (rule, family) pairs too slow for a unit test (inner dynamics on the conv net's large operators).
-SLOW = {("dynamic-inversion", "conv"), ("predictive-coding", "conv")}
-
 
 def checked(name, family: str, options: dict | None = None, variant: str = "default") -> set[str]:
     """What the check finds in one step of rule ``name``, after one SGD step away from theta_0."""
@@ -56,8 +53,6 @@ def test_the_check_agrees_with_each_rule_s_declaration(name, family):
     cls = RULES[name]
     if family == "rnn" and not cls.supports_recurrent:
         pytest.skip(f"{name} is feed-forward only")
-    if (name, family) in SLOW:
-        pytest.skip(f"{name} on the {family} is too slow for a unit test (the mlp and the settings run)")
     found = checked(name, family)
     assert read_kind(found) == cls.reads_for({}, recurrent=family == "rnn"), sorted(found)
     assert {r.removesuffix(SIGN) for r in found} <= weight_names(family)
@@ -67,8 +62,12 @@ SETTINGS = [(n, s, r) for n in sorted(RULES) for s, r in RULES[n].reads_settings
 
 
 @pytest.mark.parametrize(("name", "setting", "reads"), SETTINGS, ids=[f"{n}:{s}" for n, s, _ in SETTINGS])
-def test_each_declared_setting_reads_what_it_says(name, setting, reads):
+@pytest.mark.parametrize("on", ["mlp", "conv"])
+def test_each_declared_setting_reads_what_it_says(name, setting, reads, on):
     options, variant, family = parse_setting(RULES[name], setting)
+    if "model=" in setting and on != "mlp":
+        pytest.skip(f"{setting} names its model")
+    family = family if "model=" in setting else on
     found = checked(name, family, options, variant)
     assert read_kind(found) == reads, sorted(found)
 
