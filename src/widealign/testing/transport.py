@@ -12,7 +12,10 @@ and ``aten.linear``) or ``conv(x, W)`` (``aten.convolution``, not transposed), a
 input: the data's activity, value nodes, noise, an inversion's ``r_x``. What such a product computes
 is activity, which carries nothing of ``W`` that the layer's output does not; every rule's forward
 pass is made of these. So is sending noise through the layer (weight mirroring's mirror phase),
-which is how those rules learn about ``W`` without transporting it.
+which is how those rules learn about ``W`` without transporting it. Rows are samples, as in
+``F.linear``: ``W`` on the left of a product (``W @ X``) is not taken for a forward use, since
+``W @ B`` and ``B @ W`` are the same kind of read (write a forward use as ``x @ W.T``,
+``F.linear(x, W)`` or the layer's ``apply_matrix(x, W)``).
 
 **What counts as a read.** Every other operation on a forward weight, or on anything computed from
 one by such an operation, makes its result *carry* that weight: ``W^T g`` (``g @ W``, the backward
