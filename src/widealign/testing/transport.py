@@ -252,7 +252,7 @@ class _Watch(TorchDispatchMode):
                 a.dim() == 0 for i, a in enumerate(_tensors(args, kwargs)) if i != carried[0][0]
             ) and (packet is not aten.div or carried[0][0] == 0)
             if others_scalar and all(kind in ("same", "flipped") for kind in labels.values()):
-                if fresh[0].shape == flat_shape(args, carried[0][0], kwargs):
+                if fresh[0].shape == _shape_of(args, carried[0][0], kwargs):
                     copy = {n: _copy_of(fresh[0], flip=(k == "flipped")) for n, k in labels.items()}
                     self._set(fresh[0], copy, merge=False)
                     return
@@ -319,7 +319,7 @@ def _tensors(args: Any, kwargs: Any) -> list[Tensor]:
     return [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, Tensor)]
 
 
-def flat_shape(args: Any, index: int, kwargs: Any) -> torch.Size:
+def _shape_of(args: Any, index: int, kwargs: Any) -> torch.Size:
     """The shape of the ``index``-th tensor among an op's arguments."""
     return _tensors(args, kwargs)[index].shape
 
@@ -359,7 +359,8 @@ def forward_weight_reads(rule: Rule, x: Tensor, y: Tensor) -> set[str]:
     for p in model.parameters():
         p.grad = None
     watch = _Watch(weights)
-    with watch:
+    # the backward pass on the calling thread (an accelerator's runs on a worker thread otherwise)
+    with torch.autograd.set_multithreading_enabled(False), watch:
         rule.backward(x, y)
     found: dict[str, str] = {}
 
