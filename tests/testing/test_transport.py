@@ -288,3 +288,20 @@ def test_options_that_keep_or_change_what_a_rule_reads(name, options, reads):
         assert found == set()  # the declaration is the safe side of the truth
     else:
         assert read_kind(found) == reads, sorted(found)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_the_check_finds_the_same_on_a_gpu(name, family):
+    """On an accelerator autograd's backward pass runs on a worker thread unless the check keeps
+    it on the caller's: the check must find there what it finds on the CPU."""
+    if family == "rnn" and not RULES[name].supports_recurrent:
+        pytest.skip(f"{name} is feed-forward only")
+    x, y = make_batch(family)
+    found = []
+    for device in ("cpu", "cuda"):
+        model = make_model(family).to(device)
+        rule = make_rule(name, model, loss_for(family), lr=0.1, **fast(name))
+        found.append(forward_weight_reads(rule, x.to(device), y.to(device)))
+    assert found[0] == found[1]
