@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import fast, loss_for, make_batch, make_model, sgd_steps
+from widealign import testing
 from widealign.models import synaptic_layers
 from widealign.models.layers import Route, Synaptic, routed
 from widealign.rules import READS, RULES, make_rule
@@ -305,3 +306,16 @@ def test_the_check_finds_the_same_on_a_gpu(name, family):
         rule = make_rule(name, model, loss_for(family), lr=0.1, **fast(name))
         found.append(forward_weight_reads(rule, x.to(device), y.to(device)))
     assert found[0] == found[1]
+
+
+def test_check_reads_holds_a_rule_to_its_declaration():
+    assert testing.check_reads("bp") == "ok bp on the mlp: reads weight"
+    assert testing.check_reads("usf", "convnet") == "ok usf on the convnet: reads weight-sign"
+    assert testing.check_reads("activation-relaxation", feedback="learned", iterations=5).endswith("nothing")
+    assert testing.check_reads("readout", "rnn", variant="reference").endswith("reads weight")
+    # a subclass inherits fa's declaration, "nothing", and copies W into its feedback
+    with pytest.raises(AssertionError, match="declares reads='nothing', but the check finds it reads layers"):
+        testing.check_reads(CopyingFA)
+    undeclared = type("Undeclared", (FeedbackAlignment,), {"name": "undeclared", "reads": None})
+    with pytest.raises(AssertionError, match="does not declare what it reads"):
+        testing.check_reads(undeclared)

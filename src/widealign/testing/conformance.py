@@ -13,6 +13,8 @@ failed. ``rule`` is a registered name, an import path ``"package.module:Class"``
   is a batch mean of per-example updates and whose state does not step inside ``backward``).
 * :func:`check_batched`: where the rule declares ``batchable``, every member of a batched run
   equals its separate run.
+* :func:`check_reads`: where the rule declares what it reads of the current forward weights
+  (``Rule.reads``), :func:`~widealign.testing.forward_weight_reads` finds that in a step.
 
 :func:`check_rule` runs the ones that apply and returns a line per check passed.
 """
@@ -28,7 +30,8 @@ from torch import Tensor, nn
 
 from widealign.data.base import Dataset
 from widealign.models import MLP, RNN, ConvNet
-from widealign.rules import Rule, get_rule, make_rule
+from widealign.rules import Rule, get_rule, make_rule, rule_options
+from widealign.testing.transport import forward_weight_reads, read_kind
 from widealign.train.batched import BatchedTrainer
 from widealign.train.loop import Trainer
 
@@ -184,10 +187,33 @@ def check_batched(rule: str | type[Rule], kind: str = "mlp", epochs: int = 2, **
         _assert_same(b.rule.state_dict(), a.rule.state_dict(), f"member {k}: rule state")
 
 
+def check_reads(rule: str | type[Rule], kind: str = "mlp", variant: str = "default", **options: Any) -> str:
+    """Check that one step of ``rule`` (after one SGD step away from theta_0) reads of the current
+    forward weights what the rule declares (``Rule.reads_for``), as
+    :func:`~widealign.testing.forward_weight_reads` finds it; returns a line saying what it reads.
+
+    A rule that inherits its parent's declaration and reads more (fa's subclass that copies ``W``
+    into its feedback) fails here."""
+    cls = get_rule(rule)
+    own = {k: v for k, v in options.items() if k in rule_options(cls)}
+    declared = cls.reads_for(own, variant, recurrent=kind == "rnn")
+    assert declared is not None, f"{cls.name} does not declare what it reads (set the class attribute reads)"
+    model = small_model(kind, seed=1)
+    instance = make_rule(cls, model, _loss(kind), variant=variant, **options)
+    _step(instance, torch.optim.SGD(model.parameters(), lr=0.05), *_batch(kind, seed=10))
+    found = forward_weight_reads(instance, *_batch(kind, seed=11))
+    assert read_kind(found) == declared, (
+        f"{cls.name} on the {kind} declares reads={declared!r}, but the check finds it reads "
+        f"{', '.join(sorted(found)) or 'nothing'}"
+    )
+    return f"ok {cls.name} on the {kind}: reads {declared}"
+
+
 def check_rule(rule: str | type[Rule], half_batches: bool = True, **options: Any) -> list[str]:
-    """Run every check that applies to ``rule`` (the batched one where it is ``batchable``, on the
-    rnn too where it ``supports_recurrent``; ``half_batches=False`` skips that identity for rules it
-    does not hold for); a line per check passed."""
+    """Run every check that applies to ``rule`` (the batched one where it is ``batchable``, the
+    reads where it declares them, on the rnn too where it ``supports_recurrent``;
+    ``half_batches=False`` skips that identity for rules it does not hold for); a line per check
+    passed."""
     cls = get_rule(rule)
     kinds = ["mlp", "convnet"] + (["rnn"] if cls.supports_recurrent else [])
     passed = []
@@ -198,6 +224,8 @@ def check_rule(rule: str | type[Rule], half_batches: bool = True, **options: Any
             f"ok {cls.name} on the {kind}: state round-trip",
             f"ok {cls.name} on the {kind}: accumulation",
         ]
+        if cls.reads is not None:
+            passed.append(check_reads(cls, kind, **options))
     if half_batches:
         check_half_batches(cls, **options)
         passed.append(f"ok {cls.name}: two half-batches equal one batch")
