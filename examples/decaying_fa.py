@@ -47,6 +47,7 @@ class DecayingFA(FeedbackState, widealign.Rule):
     name = "decaying-fa"
     batchable = True  # state per weight entry, elementwise computation, no random draws per step
     feedback_replaces_weight = True  # B_l stands where W_l would in the backward pass
+    reads = "nothing"  # of the current forward weights (testing.check_reads holds it to that)
 
     def __init__(
         self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0, decay: float = 0.01
