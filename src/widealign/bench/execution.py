@@ -6,7 +6,9 @@ process: ``default``; ``native-norm`` (``norm="batch-axis-native"``: torch's bat
 the batch-axis normalisation, :class:`~widealign.models.layers.BatchAxisNorm`); ``compiled``
 (:func:`~widealign.train.loop.compile_model`); and both. Each row gives the median seconds per
 step, the ratio to the default's step, and for the compiled versions the seconds their first steps
-took (compiling). Only the conv net has a normalisation to swap.
+took (compiling). Only the conv net has a normalisation to swap. Every compiled model here shares one
+code object (the network's ``forward``), so the bench raises dynamo's recompile limit for its own
+run (otherwise later models would silently run uncompiled).
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ def bench_execution(
     if "default" not in executions:
         executions = ["default", *executions]
     dev = resolve_device(device)
+    with torch._dynamo.config.patch(recompile_limit=256):
+        return _bench_execution(widths, rules, preset, input_shape, outputs, batch_size, repeats, warmup,
+                                dev, dtype, seed, executions)  # fmt: skip
+
+
+def _bench_execution(
+    widths: Sequence[int],
+    rules: Sequence[str],
+    preset: str,
+    input_shape: Sequence[int],
+    outputs: int,
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+    dev: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    executions: Sequence[str],
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for width in widths:
         g = torch.Generator().manual_seed(seed)
