@@ -50,3 +50,21 @@ def test_bench_command_writes_one_json_with_the_command(tmp_path, capsys):
     assert "bp / bare loop" in text and "speed-up" in text and "load average" in text
     out = json.loads(path.read_text())
     assert out["command"].startswith("widealign bench") and {"steps", "batched", "machine"} <= set(out)
+
+
+def test_execution_section_times_the_native_norm_against_the_default():
+    from widealign.bench.execution import bench_execution, format_execution
+
+    rows = bench_execution(widths=[2], rules=["bp", "align-zero"], input_shape=(1, 6, 6), batch_size=4,
+                           repeats=1, warmup=0, executions=["native-norm"])  # fmt: skip
+    assert [(r["rule"], r["execution"]) for r in rows] == [
+        ("bp", "default"),
+        ("bp", "native-norm"),
+        ("align-zero", "default"),
+        ("align-zero", "native-norm"),
+    ]
+    assert all(r["seconds"] > 0 for r in rows)
+    assert [r["ratio_to_default"] for r in rows][::2] == [1.0, 1.0]
+    assert "native-norm" in format_execution(rows)
+    with pytest.raises(ValueError, match="unknown execution 'fast'"):
+        bench_execution(widths=[2], executions=["fast"])

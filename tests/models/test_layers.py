@@ -258,3 +258,28 @@ def test_batch_axis_norm_normalises_bf16_input_in_float32():
     xb = x.bfloat16().requires_grad_(True)
     (gx,) = torch.autograd.grad(BatchAxisNorm()(xb).sum(), xb)
     assert gx.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 5, 5), (9, 4)])
+def test_native_batch_axis_norm_is_the_same_map_and_gradient(shape):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=f64) * 3 + 1
+    x[:, 0] = 2.0
+    xa, xb = (x.clone().requires_grad_(True) for _ in range(2))
+    ya, yb = BatchAxisNorm(native=True)(xa), BatchAxisNorm()(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(*shape, generator=g, dtype=f64)
+    (ga,) = torch.autograd.grad(ya, xa, gy)
+    (gb,) = torch.autograd.grad(yb, xb, gy)
+    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-10 * float(gb.abs().max()))
+
+
+def test_native_norm_is_chosen_by_name_and_gives_the_default_networks_step():
+    x = torch.randn(10, 1, 8, 8, dtype=f64)
+    nets = [ConvNet(1, 3, 4, [1, 2], norm=n, seed=0).double() for n in ("batch-axis", "batch-axis-native")]
+    assert [net.norms[0].native for net in nets] == [False, True]
+    grads = []
+    for net in nets:
+        net(x).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)

@@ -101,3 +101,15 @@ def test_on_a_gpu_a_run_moves_between_the_cpu_and_the_gpu(first, then, tmp_path)
     assert resumed["resumed_from_epoch"] == 1 and resumed["device"].startswith(then)
     for ours, reference in zip(numbers(resumed), numbers(straight)):
         assert ours == pytest.approx(reference, rel=1e-6)  # float64; GPU kernels round differently
+
+
+def test_compiling_is_not_part_of_a_runs_identity_and_does_not_batch():
+    from widealign.runs.run import batch_key
+
+    family = Family("f", 1, "", "train", {"epochs": 1}, [{"rule": ["bp", "fa"]}])
+    ids = [t.run_id for t in family.tasks()]
+    assert [t.run_id for t in family.with_overrides({"compile": True}).tasks()] == ids
+    assert batch_key(RunConfig(**SMALL)) is not None
+    assert batch_key(RunConfig(**SMALL, compile=True)) is None
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        RunConfig(**SMALL, compile="yes").resolved()

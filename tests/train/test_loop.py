@@ -149,3 +149,19 @@ def test_unknown_autocast_is_a_one_line_error():
     t = make_trainer()
     with pytest.raises(ValueError, match="unknown autocast 'fp16'; choose one of bf16 or none"):
         Trainer(t.model, t.rule, t.optimizer, t.data, 50, autocast="fp16")
+
+
+def test_a_compiled_run_gives_the_uncompiled_runs_numbers_in_float64():
+    d = small_digits()
+    data = Dataset("digits", d.x_train.double(), d.y_train, d.x_test.double(), d.y_test, d.task, 10)
+    runs = []
+    for compile_ in (False, True):
+        model = MLP(64, 10, [16], seed=0).double()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        trainer = Trainer(model, make_rule("bp", model), opt, data, 100, 0, progress=False, compile=compile_)
+        runs.append((strip(trainer.fit(1)), torch.cat([p.detach().flatten() for p in model.parameters()])))
+    assert getattr(model.forward, "_widealign_compiled", False)
+    (h0, p0), (h1, p1) = runs
+    torch.testing.assert_close(p1, p0, rtol=1e-10, atol=1e-12)
+    for a, b in zip(h0, h1):
+        assert a[0] == b[0] and a[1:] == pytest.approx(b[1:], rel=1e-9)

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from widealign.bench.batched import bench_batched
+from widealign.bench.execution import bench_execution
 from widealign.bench.memory import MEASURE_UP_TO, memory_table
 from widealign.bench.steps import bench
 from widealign.rules import RULES
 
-SECTIONS = ("steps", "batched", "relaxation", "memory")
+SECTIONS = ("steps", "batched", "relaxation", "memory", "execution")
 #: The rules whose batched runs the suite times.
 BATCHED_RULES = ("bp", "align-zero", "align-ada")
 
@@ -94,6 +95,12 @@ def bench_suite(
     if "memory" in sections:
         dataset = {"kmnist": "kmnist", "digits": "digits"}.get(preset, "kmnist")
         out["memory"] = memory_table(memory_widths, rules, dataset, device, measure_up_to)
+    if "execution" in sections and model == "convnet":
+        execution_rules = [r for r in ("bp", "align-zero", "align-ada") if r in rules] or ["bp"]
+        out["execution"] = bench_execution(
+            widths=widths, rules=execution_rules, preset=preset, input_shape=input_shape,
+            batch_size=batch_size, repeats=repeats, device=device, dtype=dtype,
+        )  # fmt: skip
     out["machine_after"] = machine(device).get("loadavg")
     return out
 

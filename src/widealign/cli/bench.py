@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--autocast", choices=("bf16",), help="time the rules' steps under bf16 autocast")
     b.add_argument(
         "--sections", nargs="+", default=["steps", "batched", "relaxation"],
-        choices=("steps", "batched", "relaxation", "memory"),
+        choices=("steps", "batched", "relaxation", "memory", "execution"),
         help="what to measure (default: steps batched relaxation; memory measures peak memory per rule "
-        "in fresh processes at --memory-widths, estimating where a run would not fit)",
+        "in fresh processes at --memory-widths, estimating where a run would not fit; execution times "
+        "bp and the Align rules with --norm batch-axis-native and --compile against the default)",
     )  # fmt: skip
     b.add_argument("--members", type=int, default=5, help="runs per batched run in the batched section")
     b.add_argument("--memory-widths", type=int, nargs="+", default=[256, 1024, 4096])
@@ -54,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from widealign.bench.batched import bench_batched, format_bench_batched
+    from widealign.bench.execution import format_execution
     from widealign.bench.memory import format_memory_table
     from widealign.bench.steps import bench, format_bench
     from widealign.bench.suite import bench_suite, format_relaxation, machine
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             parts.append(format_relaxation(out["relaxation"]))
         if "memory" in out:
             parts.append(format_memory_table(out["memory"]))
+        if "execution" in out:
+            parts.append(format_execution(out["execution"]))
         load = out["machine"].get("loadavg")
         if load:
             parts.append(

@@ -83,6 +83,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--autocast", choices=list(AUTOCAST_DTYPES),
         help="bf16: train and evaluate under bfloat16 autocast (default off; no effect with float64)",
     )  # fmt: skip
+    p.add_argument(
+        "--compile", action="store_true",
+        help="compile the model's forward pass with torch.compile (slow to start; pays on long runs)",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_threads(p)
 
@@ -118,7 +122,8 @@ def config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
-        official_test=args.official_test, eval_train=args.eval_train, autocast=args.autocast, **fields,
+        official_test=args.official_test, eval_train=args.eval_train, autocast=args.autocast,
+        compile=args.compile, **fields,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--lr", type=float, nargs="+", help="same as --set 'sweep.lr=[...]'")
     run.add_argument("--seeds", "--seed", type=int, nargs="+", help="same as --set 'sweep.seed=[...]'")
     run.add_argument("--device", help="same as --set device=NAME")
+    run.add_argument("--compile", action="store_true", help="same as --set compile=true (torch.compile)")
     run.add_argument("--executor", choices=EXECUTORS, default="sequential")
     run.add_argument(
         "--slurm", action="append", default=[], metavar="KEY=VALUE",
@@ -71,6 +72,8 @@ def _family(args: argparse.Namespace) -> Family:
     for key, value in (("epochs", args.epochs), ("dataset", args.dataset), ("device", args.device)):
         if value is not None:
             overrides[key] = value
+    if args.compile:
+        overrides["compile"] = True
     swept = (
         ("sweep.width", args.widths),
         ("sweep.rule", args.rules),

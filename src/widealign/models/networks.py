@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from widealign.models.layers import BatchAxisNorm, Conv2d, Dense, Tap, _check_positive, as_list
 from widealign.seeding import generator
 
-NORMS = ("batch-axis", "batchnorm", "none")
+NORMS = ("batch-axis", "batch-axis-native", "batchnorm", "none")
 
 #: Strides of the paper's conv-net presets (docs/method.md#models); the depth is their length.
 CONV_PRESETS: dict[str, list[int]] = {
@@ -31,8 +31,8 @@ def _generator(seed: int | None) -> torch.Generator | None:
 
 
 def _norm(kind: str, channels: int, eps: float) -> nn.Module:
-    if kind == "batch-axis":
-        return BatchAxisNorm(eps)
+    if kind in ("batch-axis", "batch-axis-native"):
+        return BatchAxisNorm(eps, native=kind == "batch-axis-native")
     if kind == "batchnorm":
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "none":
@@ -55,8 +55,9 @@ class ConvNet(nn.Module):
         strides: one stride per conv layer; their number sets the depth.
         kernel_size: an int or one per layer (3 in the paper).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
-        norm: ``"batch-axis"`` (the paper's, default), ``"batchnorm"`` (torch's BatchNorm2d) or
-            ``"none"``.
+        norm: ``"batch-axis"`` (the paper's, default), ``"batch-axis-native"`` (the same map by
+            torch's batch-norm kernel: faster on the CPU, not bit-identical across thread counts;
+            see :class:`BatchAxisNorm`), ``"batchnorm"`` (torch's BatchNorm2d) or ``"none"``.
         eps: the normalisation's epsilon (1e-6 in the paper).
     """
 

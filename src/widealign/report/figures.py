@@ -165,7 +165,7 @@ def seconds_vs_width(rows: Sequence[Row]) -> Figure | None:
 def _seed_groups(rows: Sequence[Row]) -> list[list[Row]]:
     groups: dict[str, list[Row]] = {}
     for r in rows:
-        rest = {k: v for k, v in config_of(r).items() if k not in ("seed", "device")}
+        rest = {k: v for k, v in config_of(r).items() if k not in ("seed", "device", "compile")}
         groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(r)
     return [g for g in groups.values() if len({r.get("seed") for r in g}) >= 2]
 

@@ -26,7 +26,7 @@ Row = dict[str, Any]
 LineKey = tuple[tuple[str, Any], ...]
 
 #: Config keys that never split runs into separate lines (seeds are averaged; devices are alike).
-NOT_GROUPING = frozenset({"seed", "device"})
+NOT_GROUPING = frozenset({"seed", "device", "compile"})
 #: Data sets whose metric is a loss (the paper's Add task); all others are classification.
 REGRESSION_DATASETS = frozenset({"add"})
 DIVERGED_LABEL = "all runs diverged"

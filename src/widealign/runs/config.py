@@ -81,7 +81,9 @@ class RunConfig:
     the first ones of the files); ``official_test`` evaluates on the official test set instead.
     ``eval_train`` re-evaluates the whole training set after every epoch (default: on for the Add
     task). ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
-    (:func:`widealign.train.loop.autocast_region`; a no-op for ``dtype="float64"``). Where the data
+    (:func:`widealign.train.loop.autocast_region`; a no-op for ``dtype="float64"``). ``compile``
+    compiles the model's forward pass (:func:`widealign.train.loop.compile_model`); like
+    ``device`` it says how the run executes, not which run it is (not part of its identity). Where the data
     files live is not part of the configuration: see :func:`widealign.runs.run.load_data`.
     """
 
@@ -110,6 +112,7 @@ class RunConfig:
     device: str = "cpu"
     dtype: str = "float32"
     autocast: str | None = None
+    compile: bool = False
     rule_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -199,6 +202,8 @@ class RunConfig:
                 raise ValueError(f"holdout applies to {', '.join(HOLDOUT_SETS)}, not {self.dataset}")
         if not isinstance(self.eval_train, bool):
             raise ValueError(f"eval_train must be true or false, got {self.eval_train!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if self.strides is not None and any(s <= 0 for s in self.strides):
             raise ValueError(f"strides must be positive, got {self.strides}")
         if self.model == "convnet" and self.preset is None and self.strides is None:

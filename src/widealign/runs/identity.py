@@ -1,6 +1,7 @@
 """A run's identity: the part of its configuration that makes two runs the same run.
 
-Where a run executes (:data:`PLACEMENT_KEYS`: its ``device``) is not part of its identity: it
+Where and how a run executes (:data:`PLACEMENT_KEYS`: its ``device``, and ``compile``, whether its
+forward pass is compiled) is not part of its identity: it
 changes neither the run's folder name nor the check that a folder holds the same run, so a sweep
 started on the CPU resumes on a GPU and the other way round (checkpoints load on any device).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 #: Configuration keys that say where a run executes, not what it computes.
-PLACEMENT_KEYS = ("device",)
+PLACEMENT_KEYS = ("device", "compile")
 
 
 #: Configuration fields added after results were first recorded, with the value every run recorded

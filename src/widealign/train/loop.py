@@ -110,6 +110,26 @@ def evaluate(
     return total_loss / n, (hits / n if classification else None)
 
 
+def compile_model(model: nn.Module) -> nn.Module:
+    """Compile ``model``'s forward pass with ``torch.compile``, in place; returns ``model``.
+
+    Opt-in (``Trainer(compile=True)``, ``--compile``; ours). The model keeps its parameters, state
+    dict and every rule's binding to it: only its ``forward`` is replaced by the compiled one, which
+    every call of the model (and ``torch.func.functional_call`` on it, as the Align rules' initial
+    network uses) goes through. Backward passes that rules compute by hand (feedback matrices,
+    relaxations) are not compiled. Compiling costs tens of seconds before the first step (more
+    after each new batch shape or train/eval switch), so it pays only on long runs; float32 numbers
+    may differ from the uncompiled run's in the last bits (fused kernels round differently).
+    Calling it twice compiles once.
+    """
+    if getattr(model.forward, "_widealign_compiled", False):
+        return model
+    compiled = torch.compile(model.forward)
+    compiled._widealign_compiled = True  # type: ignore[attr-defined]
+    model.forward = compiled  # type: ignore[method-assign]
+    return model
+
+
 def check_autocast(autocast: str | None) -> None:
     """A one-line ValueError unless ``autocast`` is None or one of :data:`AUTOCAST_DTYPES`."""
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
@@ -204,6 +224,8 @@ class Trainer:
             and record ``train_eval_loss`` and ``train_eval_acc``.
         autocast: None (default) or ``"bf16"``: run the rule's steps and the evaluations under
             bfloat16 autocast (a no-op for a float64 model; see the module docstring).
+        compile: compile the model's forward pass with ``torch.compile`` (:func:`compile_model`;
+            default off).
     """
 
     def __init__(
@@ -222,6 +244,7 @@ class Trainer:
         task: str | None = None,
         eval_train: bool = False,
         autocast: str | None = None,
+        compile: bool = False,
     ) -> None:
         check_autocast(autocast)
         if rule.model is not model:
@@ -241,6 +264,9 @@ class Trainer:
         self.config = dict(config or {})
         self.eval_train = eval_train
         self.autocast = autocast
+        self.compile = bool(compile)
+        if self.compile:
+            compile_model(model)
         self.shuffle = generator(seed, "shuffle")
         self.history: list[EpochRecord] = []
         self.resumed_from: int | None = None
