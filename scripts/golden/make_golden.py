@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import types
+from typing import Any
 
 import numpy as np
 
@@ -118,20 +119,20 @@ def record_kmnist(train_size: int, epochs: int = 5, lr: float = 1.0, width: int 
     steps: list[float] = []
 
     def train(
-        inputs,
-        labels,
-        lr,
-        x_train,
-        x_test,
-        y_train,
-        y_test,
-        epochs,
-        lr_val,
-        batch_size,
-        optimizer,
-        cross_entropy,
-        accuracy,
-    ):
+        inputs: Any,
+        labels: Any,
+        lr: Any,
+        x_train: Any,
+        x_test: Any,
+        y_train: Any,
+        y_test: Any,
+        epochs: Any,
+        lr_val: Any,
+        batch_size: Any,
+        optimizer: Any,
+        cross_entropy: Any,
+        accuracy: Any,
+    ) -> None:
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             np.random.seed(99)

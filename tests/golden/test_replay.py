@@ -12,8 +12,9 @@ HWIO kernels -> torch's OIHW, fa's and dfa's feedback, align's theta_0), and wid
 
 What is matched and to what tolerance is in docs/method.md#golden-replays. Departures the replay
 names: the Add-task model gets the authors' per-row initial state (``DEPARTURE_INITIAL_STATE``,
-docs/method.md#departures item 6) and the authors' targets (item 7); the float32 replay of the conv
-net is held to a looser bound than the float64 one (``DEPARTURE_FLOAT32``).
+docs/method.md#departures item 6; a test shows widealign's own shared ``h_0`` leaves the authors'
+run) and the authors' targets (item 7); the float32 replay of the conv net is checked for its
+first three epochs only (``DEPARTURE_FLOAT32``), the float64 one for all five.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ HERE = pathlib.Path(__file__).parent
 KMNIST = json.loads((HERE / "kmnist_conv.json").read_text())
 ADD = json.loads((HERE / "add_rnn.json").read_text())
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: The brief's tolerance: every epoch's loss within 1e-3 of the authors', relative.
+#: Issue 21 item 9's tolerance: every epoch's loss within 1e-3 of the authors', relative.
 EPOCH_RTOL = 1e-3
 #: In float64 both sides compute the same numbers up to summation order.
 FLOAT64_STEP_RTOL = 1e-6
@@ -47,7 +48,8 @@ DEPARTURE_INITIAL_STATE = (
 )
 DEPARTURE_FLOAT32 = (
     "float32 rounding differs between TensorFlow and torch (summation order) and grows through "
-    "training; the authors' own float32 and float64 runs differ by this much too"
+    "training: by epoch 5 widealign's float32 bp and dfa are 3e-3 from the authors' float32 runs "
+    "(whose own bp is 9e-4 from their float64 run); epochs 4-5 are checked in float64 only"
 )
 
 
@@ -160,8 +162,8 @@ def relative(a: list[float], b: list[float]) -> np.ndarray:
 
 
 def kmnist_arrays(train_size: int) -> dict[str, np.ndarray]:
-    """The authors' x_train, y_train (NHWC) from the KMNIST-format digits files, as their code
-    computes them: make_kmnist_digits.py's images (sklearn digits, x255/16, each pixel 3x3, padded
+    """The authors' training and held-out arrays (NHWC) from the KMNIST-format digits files, as
+    their code computes them: make_kmnist_digits.py's images (sklearn digits, x255/16, each pixel 3x3, padded
     to 28x28, shuffled with seed 0, the first 1,497 in the training file), then setup_kmnist.py's
     ``uint8 -> float32 / 255 - 0.5``, 300 held out, and train_kmnist.py's ``+ 0.5`` and ``- 0.1``."""
     digits = load_digits()
@@ -220,8 +222,8 @@ def conv_replay(rule_name: str, dtype: str) -> tuple[list, list[float], list[dic
         train_order = rs.permutation(len(arrays["x_train"]))
         rs.permutation(len(arrays["x_test"]))  # the held-out order their loop draws (not used here)
         orders.append({"train": train_order})
-    nhwc = {k: v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for k, v in arrays.items()}
-    data = AuthorsData(nhwc, orders, "classification", DTYPES[dtype])
+    nchw = {k: v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for k, v in arrays.items()}
+    data = AuthorsData(nchw, orders, "classification", DTYPES[dtype])
     history, steps = train(model, rule, data, KMNIST["lr"], KMNIST["batch_size"], KMNIST["epochs"], False)
     return history, steps, rs.draws
 
@@ -260,7 +262,7 @@ def test_kmnist_conv_replay_float32(rule_name: str) -> None:
     first = FLOAT32_EPOCHS * len(steps) // KMNIST["epochs"]
     assert relative(steps[:first], golden["step_losses"][:first]).max() < EPOCH_RTOL
     epochs = [r.train_loss for r in history][:FLOAT32_EPOCHS]
-    assert relative(epochs, golden["epoch_losses"][:FLOAT32_EPOCHS]).max() < EPOCH_RTOL
+    assert relative(epochs, golden["epoch_losses"][:FLOAT32_EPOCHS]).max() < EPOCH_RTOL, DEPARTURE_FLOAT32
 
 
 # --- the Add-task RNN ------------------------------------------------------------------------------
@@ -332,4 +334,6 @@ def test_add_rnn_shared_initial_state_is_a_departure() -> None:
     assert (
         relative(steps[1:2], golden["step_losses"][1:2]).max() > 1e-8
     )  # 3.5e-7 measured; 1e-15 with the rows
-    assert relative([r.train_loss for r in history], golden["epoch_losses"]).max() > EPOCH_RTOL
+    assert relative([r.train_loss for r in history], golden["epoch_losses"]).max() > EPOCH_RTOL, (
+        DEPARTURE_INITIAL_STATE
+    )
