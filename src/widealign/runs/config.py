@@ -7,6 +7,7 @@ configuration is what results files record.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -365,8 +366,19 @@ def check_fits(cfg: RunConfig, device: torch.device) -> None:
         )
 
 
+def rule_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments :func:`~widealign.rules.make_rule` gets besides model, loss and seed
+    (``lr`` only for a rule that takes one; learned feedback takes the optimiser's instead)."""
+    takes_lr = "lr" in inspect.signature(RULES[cfg.rule].__init__).parameters
+    return {"variant": cfg.rule_variant, **({"lr": cfg.lr} if takes_lr else {}), **cfg.rule_options}
+
+
 def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``."""
+    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``.
+
+    ``params`` are the model's parameters and the rule's ``rule.feedback_parameters()`` (the
+    feedback matrices that kolen-pollack, weight-mirror and information- and symmetric-alignment
+    learn, which this optimiser must step: :mod:`widealign.rules.learned`)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr)
     return torch.optim.Adam(params, lr=cfg.lr)
