@@ -48,4 +48,6 @@ class SymmetricAlignment(ObjectiveFeedback):
         """dR/dB = scale^2 (2 alpha B - beta W), without autograd (the objective's gradient)."""
         for i, layer in enumerate(self.layers):
             b = getattr(self, f"feedback_{i}").detach()
-            self.add_feedback_grad(i, layer.scale**2 * (2 * self.alpha * b - self.beta * layer.weight.detach()))
+            self.add_feedback_grad(
+                i, layer.scale**2 * (2 * self.alpha * b - self.beta * layer.weight.detach())
+            )

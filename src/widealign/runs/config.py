@@ -70,7 +70,9 @@ class RunConfig:
     """Everything that determines one run's numbers (plus where it runs).
 
     ``variant="reference"`` trains align-ada, align-zero and readout as the authors' code does
-    (``docs/method.md#variants``); the other rules have one version, which both values select.
+    (``docs/method.md#variants``); the other rules have one version, which both values select. A
+    rule's own variant names (weight-mirror's ``"akrout"`` and ``"kunin"``) select that variant of
+    that rule and are an error for any other rule.
     ``rule_options`` are the rule's own settings (``widealign.rules.rule_options``), e.g.
     ``{"iterations": 50}`` for activation-relaxation.
 
@@ -159,7 +161,10 @@ class RunConfig:
 
     def _check(self) -> None:
         get_rule(self.rule)  # a one-line error for an unknown name or an import path that fails
-        _choice("variant", self.variant, VARIANTS)
+        offered = RULES[self.rule].variants
+        if self.variant not in VARIANTS and self.variant not in offered:
+            names = ", ".join(dict.fromkeys([*VARIANTS, *offered]))
+            raise ValueError(f"unknown variant {self.variant!r} for {self.rule}; choose one of {names}")
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):
                 raise ValueError(

@@ -134,7 +134,9 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
     device, data, model = _setup(cfg, steps)
     initial = weight_snapshot(model) if update_metric else None
     rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, **rule_arguments(cfg))
-    optimizer = build_optimizer(replace(cfg, lr=TIMING_LR), [*model.parameters(), *rule.feedback_parameters()])
+    optimizer = build_optimizer(
+        replace(cfg, lr=TIMING_LR), [*model.parameters(), *rule.feedback_parameters()]
+    )
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False, autocast=cfg.autocast
     )
