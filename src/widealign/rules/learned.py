@@ -25,7 +25,9 @@ train``, sweeps, ``train_run``) does this for you.
 A trip-wire catches the optimiser that leaves B out: if, between two calls of ``rule.backward``,
 the forward weights were stepped but a feedback matrix whose ``.grad`` the rule had written was
 not (its ``_version`` unchanged), the second call raises a one-line ``RuntimeError``. Two
-``backward`` calls without a step in between (gradient accumulation) do not trip it. To keep B
+``backward`` calls without a step in between (gradient accumulation) do not trip it, nor does an
+optimiser whose kernels leave ``_version`` alone (torch's ``fused=True`` Adam: it then checks
+nothing, W's counter does not move either). To keep B
 fixed on purpose, call :meth:`StoredFeedback.freeze_feedback` (or ``requires_grad_(False)`` on
 some of the matrices): the rule then writes no ``.grad`` for them and does not check them.
 """
