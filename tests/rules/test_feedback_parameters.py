@@ -263,3 +263,26 @@ def test_the_trainer_puts_the_feedback_in_its_optimiser(tmp_path):
     model = build_model(cfg.resolved(), load_data(cfg.resolved()))
     feedback = [k for k in state["rule"] if k.startswith("feedback_")]
     assert len(group["params"]) == len(list(model.parameters())) + len(feedback) > len(feedback) > 0
+
+
+@pytest.mark.parametrize("variant", ["akrout", "kunin"])
+def test_weight_mirror_on_a_convolution_is_its_formula(variant):
+    """On a 3x3 stride-1 convolution (padding 1) ``mean_n y_n xi_n^T`` is the weight-gradient
+    correlation of the noise and the layer's response, computed here with torch's conv2d_weight."""
+    from widealign.models import Conv2d
+
+    model = torch.nn.Sequential(Conv2d(2, 3, 3, generator=torch.Generator().manual_seed(1))).double()
+    options = {"mirror_rate": 0.3, "weight_decay": 0.4, "alpha": 0.05, "beta": 0.2, "noise_std": 1.3}
+    rule = make_rule("weight-mirror", model, seed=2, variant=variant, **options)
+    layer, b = model[0], rule.feedback_0.detach().clone()
+    w, s = layer.weight.detach(), layer.scale
+    x = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    xi = options["noise_std"] * torch.randn(x.shape, generator=rule.step_generator("mirror"), dtype=x.dtype)
+    y = s * torch.nn.functional.conv2d(xi, w, padding=1)
+    corr = torch.nn.grad.conv2d_weight(xi, w.shape, y, padding=1) / len(xi)  # mean_n y_n xi_n^T
+    if variant == "akrout":
+        expected = options["mirror_rate"] * (options["weight_decay"] * b - corr / s)
+    else:
+        expected = 2 * options["alpha"] * s**2 * b - options["beta"] * s * corr
+    rule.backward(x, torch.zeros(5, 3, 6, 6, dtype=torch.float64))
+    torch.testing.assert_close(rule.feedback_0.grad, expected, rtol=1e-12, atol=1e-14)
