@@ -49,7 +49,8 @@ class WideAlignModule(L.LightningModule):
         self.log("val_acc", (self(x).argmax(-1) == y).float().mean(), prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.model.parameters(), lr=self.lr)
+        # A rule that learns its feedback (kolen-pollack, weight-mirror, ...) has it stepped here too.
+        return torch.optim.SGD([*self.model.parameters(), *self.rule.feedback_parameters()], lr=self.lr)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

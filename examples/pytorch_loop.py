@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> float:
 
     model = ConvNet.preset("kmnist", in_channels=1, num_outputs=10, width=args.width, seed=0)
     rule = make_rule(args.rule, model, seed=0)  # align-* rules copy the initial network here
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    # Learned feedback (kolen-pollack, weight-mirror, ...) is stepped by the same optimiser.
+    optimizer = torch.optim.SGD([*model.parameters(), *rule.feedback_parameters()], lr=args.lr)
 
     accuracy = 0.0
     for epoch in range(1, args.epochs + 1):

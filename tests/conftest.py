@@ -67,7 +67,7 @@ def sgd_steps(model, rule, family: str, steps: int, lr: float = 0.5, seed: int =
     """Train ``steps`` SGD steps on fresh batches so that theta moves away from theta_0.
 
     ``.grad`` is left empty, so that the next ``rule.backward`` leaves its update alone there."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = torch.optim.SGD([*model.parameters(), *rule.feedback_parameters()], lr=lr)
     for k in range(steps):
         x, y = make_batch(family, seed=seed + k)
         opt.zero_grad()

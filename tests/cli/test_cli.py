@@ -140,9 +140,12 @@ def test_rules_lists_every_rule_with_one_line(capsys):
     from widealign.rules import RULES
 
     assert main(["rules"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if not line.startswith(" ")]
     assert [line.split()[0] for line in lines] == list(RULES)
     assert all(len(line.split()) > 3 for line in lines)
+    shown = out.split("\nweight-mirror ")[1].split("\ninformation-alignment ")[0]
+    assert "variants: akrout (default), kunin" in shown
 
 
 def test_train_a_converted_resnet18_on_digits(tmp_path, capsys):

@@ -42,6 +42,18 @@ def test_cosine_to_bp_is_below_one_for_random_feedback(name, family):
     assert readout == pytest.approx(1, abs=1e-12)
 
 
+def test_cosines_leave_learned_feedback_and_its_grad_as_they_were():
+    model = make_model("mlp")
+    rule = make_rule("kolen-pollack", model)
+    held = [torch.full_like(b, 0.5) for b in rule.feedback_parameters()]
+    for b, g in zip(rule.feedback_parameters(), held):
+        b.grad = g
+    before = [b.detach().clone() for b in rule.feedback_parameters()]
+    update_cosines(rule, *make_batch("mlp"))
+    assert all(b.grad is g and bool((g == 0.5).all()) for b, g in zip(rule.feedback_parameters(), held))
+    assert all(torch.equal(b, b0) for b, b0 in zip(rule.feedback_parameters(), before))
+
+
 def test_readout_rule_frozen_layers_score_zero():
     model = make_model("mlp")
     assert update_cosines(make_rule("readout", model), *make_batch("mlp"))[:-1] == [0.0, 0.0]

@@ -16,10 +16,6 @@ PACKAGED = [name for name, cls in RULES.items() if cls.__module__.startswith("wi
 #: Rules for which two half-batches do not add up to one batch, and why.
 NOT_LINEAR_IN_THE_BATCH = {
     "brsf": "draws new random signs at every step",
-    "kolen-pollack": "steps B inside backward: the second half sees another B",
-    "weight-mirror": "steps B inside backward: the second half sees another B",
-    "information-alignment": "steps B inside backward: the second half sees another B",
-    "symmetric-alignment": "steps B inside backward: the second half sees another B",
     "pal-simplified": "draws forward noise at every step and steps B inside backward",
     "predictive-coding": (
         "stops relaxing at a tolerance relative to the errors' size, so each half runs its own "

@@ -17,7 +17,7 @@ def test_every_rule_steps_and_keeps_its_state_on_the_models_device(name, family)
     model = make_model(family).to("meta")
     x, y = (t.to("meta") for t in make_batch(family))
     rule = make_rule(name, model, loss_for(family), seed=0, **fast(name))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD([*model.parameters(), *rule.feedback_parameters()], lr=0.1)
     for _ in range(2):
         optimizer.zero_grad()
         rule.backward(x, y)

@@ -98,7 +98,7 @@ def test_every_rule_steps_on_converted_resnet18(name, resnet18):
         with pytest.raises(ValueError, match="supports the mlp, the convnet and chains of dense layers"):
             make_rule(name, model, seed=0, lr=0.1)
         return
-    rule = make_rule(name, model, seed=0, lr=0.1)
+    rule = make_rule(name, model, seed=0)
     before = [p.detach().clone() for p in model.parameters()]
     loss, out = rule.backward(x, y)
     torch.optim.SGD(model.parameters(), lr=0.1).step()

@@ -27,7 +27,7 @@ def test_save_restore_continue_equals_straight_training(name, family, tmp_path):
     k = 3
     model = make_model(family)
     rule = make_rule(name, model, loss_for(family), seed=5, **fast(name))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam([*model.parameters(), *rule.feedback_parameters()], lr=1e-2)
     train(model, rule, opt, family, k, 0)
     path = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "rule": rule.state_dict(), "opt": opt.state_dict()}, path)
@@ -36,7 +36,7 @@ def test_save_restore_continue_equals_straight_training(name, family, tmp_path):
     state = torch.load(path, weights_only=True)  # rule and Adam states are tensors and plain values
     fresh = make_model(family, seed=123)  # different weights: everything must come from the file
     fresh_rule = make_rule(name, fresh, loss_for(family), seed=99, **fast(name))
-    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-2)
+    fresh_opt = torch.optim.Adam([*fresh.parameters(), *fresh_rule.feedback_parameters()], lr=1e-2)
     fresh.load_state_dict(state["model"])
     fresh_rule.load_state_dict(state["rule"])
     fresh_opt.load_state_dict(state["opt"])

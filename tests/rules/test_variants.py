@@ -303,5 +303,5 @@ def test_rules_without_a_reference_variant_refuse_it(name):
 
 
 def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="unknown variant 'authors'"):
+    with pytest.raises(ValueError, match="align-ada has no 'authors' variant"):
         make_rule("align-ada", make_model("mlp"), variant="authors")

@@ -295,6 +295,15 @@ def test_auto_batching_groups_only_runs_whose_steps_are_overhead_bound():
     assert [len(u) for u in batch_groups(big.tasks(), 2)] == [2]
     assert [len(u) for u in batch_groups(small.tasks(), 1)] == [1] * 10
     lr = Family("x", 1, "", "train", {"dataset": "add", "rule": "kolen-pollack"}, [{"lr": [0.1, 0.2]}])
-    assert [len(u) for u in batch_groups(lr.tasks(), 4)] == [1, 1]  # its own step size is the lr
+    assert [len(u) for u in batch_groups(lr.tasks(), 4)] == [2]  # B is in the optimiser: lr per member
+    adam = Family(
+        "y",
+        1,
+        "",
+        "train",
+        {"dataset": "add", "rule": "kolen-pollack", "optimizer": "adam"},
+        [{"lr": [0.1, 0.2]}],
+    )
+    assert [len(u) for u in batch_groups(adam.tasks(), 4)] == [1, 1]  # batched Adam shares one lr
     with pytest.raises(ValueError, match="batch_runs must be a positive integer"):
         batch_groups(small.tasks(), 0)

@@ -36,8 +36,8 @@ def _trainers(rule: str, kind: str, seeds: list[int], lrs: list[float], data: Da
     trainers = []
     for seed, lr in zip(seeds, lrs):
         model = MODELS[kind](seed).double()
-        r = make_rule(rule, model, loss, seed=seed, lr=lr, **kw.get("rule_kwargs", {}))
-        opt = kw.get("optimizer", torch.optim.SGD)(model.parameters(), lr=lr)
+        r = make_rule(rule, model, loss, seed=seed, **kw.get("rule_kwargs", {}))
+        opt = kw.get("optimizer", torch.optim.SGD)([*model.parameters(), *r.feedback_parameters()], lr=lr)
         ckpt = kw.get("checkpoints", [None] * len(seeds))[len(trainers)]
         trainers.append(Trainer(model, r, opt, data, 8, seed=seed, progress=False, checkpoint=ckpt))
     return trainers
@@ -66,7 +66,7 @@ def _run_both(rule: str, kind: str, seeds: list[int], lrs: list[float], epochs: 
     for t in separate:
         t.fit(epochs)
     members = _trainers(rule, kind, seeds, lrs, data, loss, **kw)
-    options = {"lr": None, **kw.get("stack_options", {})}
+    options = dict(kw.get("stack_options", {}))
     BatchedTrainer(members, rule_options=options, progress=False).fit(epochs)
     return separate, members
 
@@ -76,11 +76,8 @@ def _run_both(rule: str, kind: str, seeds: list[int], lrs: list[float], epochs: 
 def test_every_member_equals_its_separate_run(rule: str, kind: str) -> None:
     if kind == "rnn" and not RULES[rule].supports_recurrent:
         pytest.skip(f"{rule} is feed-forward only")
-    lr = 0.05
-    # Rules with their own step size (learned feedback) take the run's: members share it.
-    lrs = [lr] * 3 if "lr" in RULES[rule].__init__.__code__.co_varnames else [0.05, 0.02, 0.1]
-    kw = {"stack_options": {"lr": lr}} if len(set(lrs)) == 1 else {}
-    separate, members = _run_both(rule, kind, [0, 1, 2], lrs, **kw)
+    # Every member its own learning rate, learned feedback included (it is in the optimiser).
+    separate, members = _run_both(rule, kind, [0, 1, 2], [0.05, 0.02, 0.1])
     _assert_same(separate, members)
     # The members really are different runs.
     assert separate[0].history[-1].train_loss != separate[1].history[-1].train_loss
@@ -128,10 +125,10 @@ def test_a_diverging_member_stops_and_the_others_go_on() -> None:
 def test_members_write_checkpoints_a_separate_run_resumes(tmp_path, rule: str) -> None:
     data, loss = _data("convnet")
     seeds = [0, 1]
-    lrs = [0.05, 0.05] if rule == "weight-mirror" else [0.05, 0.02]
+    lrs = [0.05, 0.02]
     paths = [tmp_path / f"run{k}.pt" for k in range(2)]
     members = _trainers(rule, "convnet", seeds, lrs, data, loss, checkpoints=paths)
-    BatchedTrainer(members, progress=False).fit(1)  # the learned-feedback lr comes from the members
+    BatchedTrainer(members, progress=False).fit(1)
     assert load_checkpoint(paths[0])["history"][0]["epoch"] == 1
     resumed = _trainers(rule, "convnet", seeds, lrs, data, loss, checkpoints=paths)
     for t in resumed:
@@ -156,7 +153,8 @@ def test_rules_that_cannot_batch_are_refused() -> None:
 def test_members_must_share_the_rules_own_settings() -> None:
     data, loss = _data("mlp")
     members = _trainers("kolen-pollack", "mlp", [0, 1], [0.1, 0.2], data, loss)
-    with pytest.raises(ValueError, match="must share the rule's lr"):
+    members[1].rule.weight_decay = 1e-3
+    with pytest.raises(ValueError, match="must share the rule's weight_decay"):
         BatchedTrainer(members, progress=False)
 
 

@@ -69,10 +69,10 @@ def bench_batched(
             for seed in range(size):
                 net = bench_model(model, width, preset, input_shape, outputs, seed)
                 net = net.to(dev, dtype)
-                rule = make_rule(name, net, "sequence-mse" if model == "rnn" else "mse", seed=seed, lr=1e-3)
-                opt = torch.optim.SGD(net.parameters(), lr=1e-3 * (1 + seed))
+                rule = make_rule(name, net, "sequence-mse" if model == "rnn" else "mse", seed=seed)
+                opt = torch.optim.SGD([*net.parameters(), *rule.feedback_parameters()], lr=1e-3 * (1 + seed))
                 trainers.append(Trainer(net, rule, opt, data, batch_size, seed=seed, progress=False))
-            times = time_members(trainers, xs, ys, {"lr": 1e-3}, dev, warmup, repeats)
+            times = time_members(trainers, xs, ys, {}, dev, warmup, repeats)
             rows.append(
                 {"model": model, "width": width, "rule": name, "members": size,
                  "separate_seconds": times["separate"], "batched_seconds": times["batched"],

@@ -44,7 +44,7 @@ def _child(config: dict[str, Any], steps: int) -> None:
     from widealign.data import Dataset
     from widealign.data.shapes import DATA_SHAPES
     from widealign.rules import make_rule
-    from widealign.runs.config import build_model, build_optimizer, resolve_device
+    from widealign.runs.config import build_model, build_optimizer, resolve_device, rule_arguments
     from widealign.runs.memory import process_rss
     from widealign.train.timing import train_step
 
@@ -69,9 +69,8 @@ def _child(config: dict[str, Any], steps: int) -> None:
     data = data.to(device, cfg.torch_dtype)
     del xs, ys
     model = build_model(cfg, data).to(device, cfg.torch_dtype)
-    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, variant=cfg.rule_variant,
-                     lr=cfg.lr, **cfg.rule_options)  # fmt: skip
-    optimizer = build_optimizer(cfg, model.parameters())
+    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, **rule_arguments(cfg))
+    optimizer = build_optimizer(cfg, [*model.parameters(), *rule.feedback_parameters()])
     x, y = data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size]
     for _ in range(steps):
         train_step(rule, optimizer, x, y)

@@ -167,7 +167,8 @@ def bench(
         rule_objects: dict[str, Rule] = {}
         for name in rules:
             m = copy.deepcopy(net).to(dev, dtype)
-            rule, opt = make_rule(name, m, seed=seed, lr=1e-3), torch.optim.SGD(m.parameters(), lr=1e-3)
+            rule = make_rule(name, m, seed=seed)
+            opt = torch.optim.SGD([*m.parameters(), *rule.feedback_parameters()], lr=1e-3)
             rule_objects[name] = rule
             steps[name] = functools.partial(_autocast_step, autocast, rule, opt, x, y)
             if name == "bp":

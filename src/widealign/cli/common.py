@@ -70,8 +70,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=LOSSES, help="default: the paper's (mse; sequence-mse for add)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument(
-        "--variant", choices=VARIANTS, default="default",
-        help="reference: align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
+        "--variant", default="default",
+        help=f"{', '.join(VARIANTS)} or a rule's own variant (widealign rules lists them); reference: "
+        "align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
     )  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: the dataset's, 5 for digits)")
     p.add_argument("--epochs", type=int)

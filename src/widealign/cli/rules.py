@@ -14,6 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for name, cls in RULES.items():
         print(f"{name:<{max(map(len, RULES))}} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        if len(cls.variants) > 1:
+            first, *others = cls.variants
+            names = ", ".join([first if first == "default" else f"{first} (default)", *others])
+            print(f"{'':<{max(map(len, RULES))}}   variants: {names}")
         options = rule_options(name)
         if options:
             print(

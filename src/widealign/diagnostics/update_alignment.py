@@ -49,10 +49,11 @@ def update_cosines(rule: Rule, x: Tensor, y: Tensor) -> list[float]:
     """Per synaptic layer, the cosine between ``rule``'s weight update and bp's gradient on ``(x, y)``.
 
     Runs ``rule.backward`` and a bp pass on the rule's model, then restores the model's ``.grad``
-    and buffers (batch-norm running statistics), so the model is left exactly as it was.
+    and buffers (batch-norm running statistics), and the ``.grad`` of the rule's learned feedback,
+    so the model is left exactly as it was.
     """
     model = rule.model
-    params = list(model.parameters())
+    params = [*model.parameters(), *rule.feedback_parameters()]
     saved_grads = [p.grad for p in params]
     saved_buffers = [b.clone() for b in model.buffers()]
     try:

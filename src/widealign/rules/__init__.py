@@ -1,6 +1,7 @@
 """Learning rules by name (docs/method.md#learning-rules).
 
 >>> rule = make_rule("align-ada", model)
+>>> optimizer = torch.optim.SGD([*model.parameters(), *rule.feedback_parameters()], lr=0.05)
 >>> optimizer.zero_grad()
 >>> loss, output = rule.backward(x, y)   # update added to the parameters' .grad
 >>> optimizer.step()
@@ -18,6 +19,7 @@ from torch import nn
 
 from widealign.losses import Loss
 from widealign.rules.base import READS, VARIANTS, Rule, StepResult, check_variant
+from widealign.rules.learned import LR_MOVED, StoredFeedback
 from widealign.rules.registry import ENTRY_POINT_GROUP, RULES, get_rule, register_rule
 
 # Each module registers its rule with @register_rule as it is imported; this order is the order in
@@ -43,6 +45,12 @@ from widealign.rules.pal import PhaselessAlignment
 from widealign.rules.dynamic_inversion import DynamicInversion
 
 # isort: on
+
+
+def learns_feedback(rule: str | type[Rule]) -> bool:
+    """Whether ``rule`` learns feedback matrices that the optimiser must step
+    (``rule.feedback_parameters()``; :mod:`widealign.rules.learned`)."""
+    return issubclass(get_rule(rule), StoredFeedback)
 
 
 def rule_options(name: str | type[Rule]) -> dict[str, Any]:
@@ -100,10 +108,13 @@ def make_rule(
 
     ``seed`` draws random feedback (fa, dfa, the sign-symmetry and learned-feedback rules).
     ``variant="reference"`` selects the authors' code's version of align-ada, align-zero and
-    readout (``docs/method.md#variants``); every rule has ``"default"``, the rule as the method
-    states it. ``lr`` is the run's learning rate, the step size of the rules that learn their
-    feedback (kolen-pollack, weight-mirror, information-alignment, symmetric-alignment); other
-    rules ignore it. ``options`` are the rule's own settings (:func:`rule_options`), e.g.
+    readout (``docs/method.md#variants``); weight-mirror has ``"akrout"`` and ``"kunin"``; every
+    rule has ``"default"``, its first variant (the rule as the method states it). The rules that
+    learn their feedback (kolen-pollack, weight-mirror, information-alignment,
+    symmetric-alignment) take no ``lr``: their feedback matrices are parameters that the user's
+    optimiser steps, ``rule.feedback_parameters()``, and ``lr=`` is a one-line error there.
+    ``lr`` is the run's learning rate for rules that take one (predictive-coding's learned error
+    connections); other rules ignore it. ``options`` are the rule's own settings (:func:`rule_options`), e.g.
     ``iterations=50`` for activation-relaxation; strings are converted to the default's type.
     Create the rule when training starts: align-zero and align-ada copy theta_0, align-prop
     copies W(0).
@@ -112,6 +123,8 @@ def make_rule(
     kwargs = check_rule_options(cls, options)
     check_variant(cls, variant)
     accepted = inspect.signature(cls.__init__).parameters
+    if lr is not None and "lr" not in accepted and learns_feedback(cls):
+        raise ValueError(LR_MOVED.format(name=cls.name))
     kwargs |= {k: v for k, v in {"seed": seed, "lr": lr}.items() if k in accepted}
     if variant != "default":
         kwargs["variant"] = variant
@@ -145,6 +158,7 @@ __all__ = [
     "WeightMirror",
     "check_rule_options",
     "get_rule",
+    "learns_feedback",
     "make_rule",
     "register_rule",
     "rule_options",

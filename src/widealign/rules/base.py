@@ -7,13 +7,17 @@ that holds a gradient gets the sum (in place), and a parameter the rule does not
 it had. Clearing is the caller's, ``optimizer.zero_grad()`` before each step, so that two
 half-batches accumulate like one batch where the rule is linear in the batch. It returns the loss
 and outputs of the *current* network, so any ``torch.optim`` optimiser can then apply the update.
-A rule's state (initial parameters, feedback matrices) lives in its buffers: ``rule.state_dict()``
-saves it, ``load_state_dict`` restores it.
+A rule's state (initial parameters, fixed feedback matrices) lives in its buffers; feedback that
+the rule *learns* (kolen-pollack, weight-mirror, information- and symmetric-alignment) is held in
+parameters of the rule, ``rule.feedback_parameters()``, which the rule's ``backward`` gives a
+``.grad`` and the user's optimiser steps (:mod:`widealign.rules.learned`). ``rule.state_dict()``
+saves both, ``load_state_dict`` restores them.
 The model itself is not a submodule of the rule, so the rule's state dict holds only rule state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -31,8 +35,10 @@ class StepResult(NamedTuple):
     output: Tensor
 
 
-#: The variants a rule may offer: ``"default"`` is the rule as ``docs/method.md#learning-rules`` states it;
-#: ``"reference"`` reproduces the authors' code where it differs (``docs/method.md#variants``).
+#: The variant names every rule understands: ``"default"`` is the rule as ``docs/method.md#learning-rules``
+#: states it (a rule with variants of its own: its first); ``"reference"`` reproduces the authors'
+#: code where it differs (``docs/method.md#variants``), for the rules that offer it. A rule may
+#: declare names of its own (weight-mirror: ``("akrout", "kunin")``, after the papers).
 VARIANTS = ("default", "reference")
 
 #: What a rule may read of the current forward weights outside its forward passes, from least to
@@ -45,7 +51,9 @@ class Rule(nn.Module):
     """Base class: subclasses set ``name`` and implement :meth:`_backward`."""
 
     name: ClassVar[str]
-    #: The variants (from :data:`VARIANTS`) this rule offers.
+    #: The variants this rule offers, its default first: ``"default"`` and ``"reference"`` (see
+    #: :data:`VARIANTS`) or names of its own (``("akrout", "kunin")``); ``variant="default"``
+    #: always selects the first.
     variants: ClassVar[tuple[str, ...]] = ("default",)
     #: Whether the rule handles models that call a synaptic layer more than once per pass.
     supports_recurrent: ClassVar[bool] = True
@@ -71,8 +79,7 @@ class Rule(nn.Module):
 
     def __init__(self, model: nn.Module, loss: str | Loss = "mse", variant: str = "default") -> None:
         super().__init__()
-        check_variant(type(self), variant)
-        self.variant = variant
+        self.variant = resolve_variant(type(self), variant)
         if not self.supports_recurrent and is_recurrent(model):
             raise ValueError(f"{self.name} supports feed-forward models only, not {type(model).__name__}")
         # Stored outside nn.Module's registry so the model's tensors stay out of the rule's state.
@@ -117,6 +124,17 @@ class Rule(nn.Module):
                 p.grad = g
         return StepResult(loss.detach(), output.detach())
 
+    def feedback_parameters(self) -> Iterator[nn.Parameter]:
+        """The feedback matrices this rule learns, for the user's optimiser (none by default).
+
+        A rule that learns its feedback writes their update into their ``.grad`` in
+        :meth:`backward` (adding, like the model's), and the optimiser that steps the model must
+        step them too, so that its learning rate, momentum, weight decay and schedule apply::
+
+            optimizer = torch.optim.SGD([*model.parameters(), *rule.feedback_parameters()], lr=0.05)
+        """
+        return iter(())
+
     def _backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Run the forward pass on ``(x, y)``, leave the update in ``.grad`` (which every parameter
         enters as None) and return the loss and the outputs of the network before the update."""
@@ -139,11 +157,17 @@ class Rule(nn.Module):
 
 
 def check_variant(rule: type[Rule], variant: str) -> None:
-    """Raise a one-line ``ValueError`` unless ``rule`` offers ``variant``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if variant not in rule.variants:
+    """Raise a one-line ``ValueError`` unless ``rule`` offers ``variant`` (``"default"`` always)."""
+    if not isinstance(variant, str):
+        raise ValueError(f"a variant is a name, got {variant!r}")
+    if variant != "default" and variant not in rule.variants:
         raise ValueError(f"{rule.name} has no {variant!r} variant (it offers {', '.join(rule.variants)})")
+
+
+def resolve_variant(rule: type[Rule], variant: str) -> str:
+    """``variant`` checked (:func:`check_variant`), ``"default"`` as the rule's first variant's name."""
+    check_variant(rule, variant)
+    return rule.variants[0] if variant == "default" else variant
 
 
 class FeedbackState:

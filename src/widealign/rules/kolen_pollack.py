@@ -1,16 +1,18 @@
 """kolen-pollack: B receives the same update as W, both with weight decay (Akrout et al. 2019).
 
 The error travels back through B (``grad_x = scale * B^T grad_y``, fa's transport) and, with
-``G`` the true local weight gradient of the step, ``eta`` the rule's ``lr`` and ``lambda`` its
-``weight_decay``:
+``G`` the true local weight gradient of the step and ``lambda`` the rule's ``weight_decay``,
+``rule.backward`` adds
 
-    W.grad = G + lambda * W                     (plain SGD at eta: W <- (1 - eta*lambda) W - eta*G)
-    B <- (1 - eta*lambda) B - eta * G            (applied by the rule, inside ``backward``)
+    W.grad += G + lambda * W
+    B.grad += G + lambda * B                    (B: ``rule.feedback_parameters()``)
 
-so that, when the user's optimiser is plain SGD at learning rate ``eta``,
-``B_{t+1} - W_{t+1} = (1 - eta*lambda) (B_t - W_t)`` whatever ``G`` is, and B converges to W.
-``eta`` defaults to the run's learning rate; ``lambda = 1e-4`` (Akrout et al.'s ImageNet
-weight decay). B starts as an independent draw from the forward initialisation, like fa's.
+so that, with both in one plain-SGD optimiser at learning rate ``eta``,
+``X <- (1 - eta*lambda) X - eta*G`` for X = W and X = B, and
+``B_{t+1} - W_{t+1} = (1 - eta*lambda) (B_t - W_t)`` whatever ``G`` is: B converges to W. With
+momentum (Akrout et al. train with it) the two get the same momentum step too, and ``B - W``
+still only decays. ``lambda = 1e-4`` (Akrout et al.'s ImageNet weight decay). B starts as an
+independent draw from the forward initialisation, like fa's.
 """
 
 from __future__ import annotations
@@ -31,14 +33,9 @@ class KolenPollack(StoredFeedback):
     batchable = True
 
     def __init__(
-        self,
-        model: nn.Module,
-        loss: str | Loss = "mse",
-        seed: int = 0,
-        lr: float | None = None,
-        weight_decay: float = 1e-4,
+        self, model: nn.Module, loss: str | Loss = "mse", seed: int = 0, weight_decay: float = 1e-4
     ) -> None:
-        super().__init__(model, loss, seed, lr)
+        super().__init__(model, loss, seed)
         if not weight_decay >= 0:
             raise ValueError(f"weight decay must be non-negative, got {weight_decay}")
         self.weight_decay = float(weight_decay)
@@ -49,5 +46,5 @@ class KolenPollack(StoredFeedback):
             g = layer.weight.grad
             if g is None:  # a layer that took no part in this pass
                 continue
-            b.mul_(1 - self.lr * self.weight_decay).sub_(self.lr * g)
+            self.add_feedback_grad(i, g + self.weight_decay * b.detach())
             g.add_(layer.weight.detach(), alpha=self.weight_decay)

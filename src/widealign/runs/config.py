@@ -7,6 +7,7 @@ configuration is what results files record.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -69,7 +70,9 @@ class RunConfig:
     """Everything that determines one run's numbers (plus where it runs).
 
     ``variant="reference"`` trains align-ada, align-zero and readout as the authors' code does
-    (``docs/method.md#variants``); the other rules have one version, which both values select.
+    (``docs/method.md#variants``); the other rules have one version, which both values select. A
+    rule's own variant names (weight-mirror's ``"akrout"`` and ``"kunin"``) select that variant of
+    that rule and are an error for any other rule.
     ``rule_options`` are the rule's own settings (``widealign.rules.rule_options``), e.g.
     ``{"iterations": 50}`` for activation-relaxation.
 
@@ -161,7 +164,10 @@ class RunConfig:
 
     def _check(self) -> None:
         get_rule(self.rule)  # a one-line error for an unknown name or an import path that fails
-        _choice("variant", self.variant, VARIANTS)
+        offered = RULES[self.rule].variants
+        if self.variant not in VARIANTS and self.variant not in offered:
+            names = ", ".join(dict.fromkeys([*VARIANTS, *offered]))
+            raise ValueError(f"unknown variant {self.variant!r} for {self.rule}; choose one of {names}")
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):
                 raise ValueError(
@@ -370,8 +376,19 @@ def check_fits(cfg: RunConfig, device: torch.device) -> None:
         )
 
 
+def rule_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments :func:`~widealign.rules.make_rule` gets besides model, loss and seed
+    (``lr`` only for a rule that takes one; learned feedback takes the optimiser's instead)."""
+    takes_lr = "lr" in inspect.signature(RULES[cfg.rule].__init__).parameters
+    return {"variant": cfg.rule_variant, **({"lr": cfg.lr} if takes_lr else {}), **cfg.rule_options}
+
+
 def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``."""
+    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``.
+
+    ``params`` are the model's parameters and the rule's ``rule.feedback_parameters()`` (the
+    feedback matrices that kolen-pollack, weight-mirror and information- and symmetric-alignment
+    learn, which this optimiser must step: :mod:`widealign.rules.learned`)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr)
     return torch.optim.Adam(params, lr=cfg.lr)

@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from widealign.data.shapes import DATA_SHAPES
 from widealign.rules import RULES, make_rule
-from widealign.runs.config import RunConfig, build_model, build_optimizer, device_memory
+from widealign.runs.config import RunConfig, build_model, build_optimizer, device_memory, rule_arguments
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,8 @@ def estimate_memory(cfg: RunConfig, members: int = 1) -> MemoryEstimate:
         options = dict(cfg.rule_options)
         if "iterations" in inspect.signature(RULES[cfg.rule].__init__).parameters:
             options["iterations"] = 2  # the relaxation loops keep no graph: memory is per iteration
-        rule = make_rule(cfg.rule, model, loss, seed=0, variant=cfg.rule_variant, lr=cfg.lr, **options)
-        optimizer = build_optimizer(cfg, model.parameters())
+        rule = make_rule(cfg.rule, model, loss, seed=0, **{**rule_arguments(cfg), **options})
+        optimizer = build_optimizer(cfg, [*model.parameters(), *rule.feedback_parameters()])
         live = _LiveBytes()
         with live:
             for _ in range(2):

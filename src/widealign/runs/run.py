@@ -51,6 +51,7 @@ from widealign.runs.config import (
     build_optimizer,
     check_fits,
     resolve_device,
+    rule_arguments,
 )
 from widealign.runs.identity import run_identity
 from widealign.storage import file_digest, load_checkpoint, run_lock, write_json_atomic
@@ -357,7 +358,7 @@ class _Run:
         state = None if checkpoint is None else read_checkpoint(checkpoint, cfg.as_dict())
         model = build_model(cfg, data).to(device, cfg.torch_dtype)
         rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, **rule_arguments(cfg))
-        optimizer = build_optimizer(cfg, model.parameters())
+        optimizer = build_optimizer(cfg, [*model.parameters(), *rule.feedback_parameters()])
         self.trainer = Trainer(
             model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
             checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
@@ -439,11 +440,6 @@ class _Run:
         self.record["session_seconds"] = time.perf_counter() - self.start
         self.save()
         return self.record
-
-
-def rule_arguments(cfg: RunConfig) -> dict[str, Any]:
-    """The keyword arguments :func:`~widealign.rules.make_rule` gets besides model, loss and seed."""
-    return {"variant": cfg.rule_variant, "lr": cfg.lr, **cfg.rule_options}
 
 
 def _train(

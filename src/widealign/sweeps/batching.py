@@ -70,7 +70,7 @@ def _members(cfg: RunConfig, members: int, device: torch.device) -> tuple[list[T
         member = replace(cfg, seed=seed)
         model = build_model(member, data).to(device, dtype)
         rule = make_rule(member.rule, model, member.loss_name(data), seed=seed, **rule_arguments(member))
-        optimizer = build_optimizer(member, model.parameters())
+        optimizer = build_optimizer(member, [*model.parameters(), *rule.feedback_parameters()])
         trainers.append(Trainer(model, rule, optimizer, data, batch, seed=seed, progress=False))
     return trainers, xs, ys
 

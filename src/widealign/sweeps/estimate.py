@@ -39,7 +39,7 @@ from widealign.diagnostics import TheoryPair, update_alignment, weight_snapshot
 from widealign.models import CONV_PRESETS
 from widealign.models.vision import is_torchvision_name
 from widealign.rules import make_rule
-from widealign.runs.config import RunConfig, build_model, build_optimizer, resolve_device
+from widealign.runs.config import RunConfig, build_model, build_optimizer, resolve_device, rule_arguments
 from widealign.runs.memory import available_memory, estimate_memory, size_text
 from widealign.seeding import generator
 from widealign.studies.alignment import alignment_config
@@ -133,16 +133,10 @@ def _trainer_cost(cfg: RunConfig, steps: int, update_metric: bool = False) -> Co
     """A ``Trainer`` epoch of ``steps`` batches, one held-out batch, and ``update_alignment``."""
     device, data, model = _setup(cfg, steps)
     initial = weight_snapshot(model) if update_metric else None
-    rule = make_rule(
-        cfg.rule,
-        model,
-        cfg.loss_name(data),
-        seed=cfg.seed,
-        variant=cfg.rule_variant,
-        lr=cfg.lr,
-        **cfg.rule_options,
+    rule = make_rule(cfg.rule, model, cfg.loss_name(data), seed=cfg.seed, **rule_arguments(cfg))
+    optimizer = build_optimizer(
+        replace(cfg, lr=TIMING_LR), [*model.parameters(), *rule.feedback_parameters()]
     )
-    optimizer = build_optimizer(replace(cfg, lr=TIMING_LR), model.parameters())
     trainer = Trainer(
         model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed, progress=False, autocast=cfg.autocast
     )

@@ -99,11 +99,11 @@ def check_state_round_trip(rule: str | type[Rule], kind: str = "mlp", steps: int
     options = {"seed": 0, **options}
     model, twin_model = small_model(kind, seed=1), small_model(kind, seed=2)
     first = make_rule(rule, model, _loss(kind), **options)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD([*model.parameters(), *first.feedback_parameters()], lr=0.1)
     for k in range(steps):
         _step(first, optimizer, *_batch(kind, seed=10 + k))
     twin = make_rule(rule, twin_model, _loss(kind), **{**options, "seed": options["seed"] + 1})
-    twin_optimizer = torch.optim.SGD(twin_model.parameters(), lr=0.1)
+    twin_optimizer = torch.optim.SGD([*twin_model.parameters(), *twin.feedback_parameters()], lr=0.1)
     twin_model.load_state_dict(model.state_dict())
     twin.load_state_dict(first.state_dict())
     twin_optimizer.load_state_dict(optimizer.state_dict())
@@ -170,7 +170,7 @@ def check_batched(rule: str | type[Rule], kind: str = "mlp", epochs: int = 2, **
         for seed in (0, 1, 2):
             model = small_model(kind, seed)
             r = make_rule(cls, model, _loss(kind), **{**options, "seed": seed})
-            opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            opt = torch.optim.SGD([*model.parameters(), *r.feedback_parameters()], lr=0.05)
             out.append(Trainer(model, r, opt, data, 8, seed=seed, progress=False))
         return out
 

@@ -13,6 +13,8 @@ seeds, rule state, optimiser and shuffling generator), and trains them together:
   member k's block is exactly ``dL(f^(k), y^(k)) / d theta^(k)``;
 * every member's parameters take its own optimiser step: plain SGD with its own learning rate
   (the update ``-lr_k g`` is applied blockwise), or Adam with a learning rate the members share;
+  a rule's learned feedback matrices (``rule.feedback_parameters()``, stacked like the weights)
+  are in that optimiser, after the model's parameters, as in each member's own optimiser;
 * after every epoch the stacked state is split back into the member trainers, which record their
   history and write their own checkpoints, so each run's folder is what a separate run writes and
   a separate run can resume it.
@@ -109,8 +111,8 @@ class BatchedTrainer:
     Args:
         trainers: ordinary trainers of the runs, each with its own model, rule, optimiser, seed,
             checkpoint and configuration, sharing one in-memory data set, batch size and rule.
-        rule_options: the rule's construction arguments besides model and loss (``variant``,
-            ``lr`` and the rule's own options), so that the stacked rule is built like the members'.
+        rule_options: the rule's construction arguments besides model and loss (``variant`` and
+            the rule's own options), so that the stacked rule is built like the members'.
         progress: show a progress bar.
     """
 
@@ -147,7 +149,7 @@ class BatchedTrainer:
         self.diverged: dict[int, DivergedError] = {}
 
     def _copy_settings(self) -> None:
-        """Give the stacked rule the members' own settings (a learned-feedback rule's ``lr``, an
+        """Give the stacked rule the members' own settings (a learned-feedback rule's decay, an
         iteration count): plain public values, which the members must share."""
         for name, value in vars(self.members[0].rule).items():
             if (
@@ -167,7 +169,7 @@ class BatchedTrainer:
         """One optimiser over the stacked parameters, and the members' learning rates when they
         differ (then the stacked SGD has lr 1 and each block's gradient is scaled by its own)."""
         first = self.members[0].optimizer
-        params = list(self.model.parameters())
+        params = self.parameters()
         rates = [float(t.optimizer.param_groups[0]["lr"]) for t in self.members]
         if isinstance(first, torch.optim.SGD):
             if len(set(rates)) == 1:
@@ -185,6 +187,10 @@ class BatchedTrainer:
                 {"state": stacked, "param_groups": optimizer.state_dict()["param_groups"]}
             )
         return optimizer, None
+
+    def parameters(self) -> list[Tensor]:
+        """What the stacked optimiser steps: the model's parameters, then the rule's feedback."""
+        return [*self.model.parameters(), *self.rule.feedback_parameters()]
 
     def _write_back(self) -> None:
         """Split the stacked model, rule and optimiser state back into the live member trainers."""
@@ -207,7 +213,7 @@ class BatchedTrainer:
         differ (the stacked SGD then steps with lr 1: ``theta^(k) <- theta^(k) - lr_k g^(k)``)."""
         if self._lr is None:
             return
-        for p in self.model.parameters():
+        for p in self.parameters():
             if p.grad is not None:
                 blocks = p.grad.unflatten(0, (self.size, -1))
                 blocks.mul_(self._lr.view(-1, *[1] * (blocks.dim() - 1)))
