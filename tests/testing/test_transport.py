@@ -16,17 +16,22 @@ from conftest import fast, loss_for, make_batch, make_model, sgd_steps
 from widealign import testing
 from widealign.models import synaptic_layers
 from widealign.models.layers import Route, Synaptic, routed
-from widealign.rules import READS, RULES, make_rule
+from widealign.rules import READS, RULES, learns_feedback, make_rule
 from widealign.rules.fa import FeedbackAlignment
 from widealign.testing import SIGN, forward_weight_reads, read_kind
 from widealign.testing.transport import parse_setting
+
+
+def step_size(name) -> dict:
+    """``lr=0.1`` for a rule with its own step size; learned feedback is stepped by the optimiser."""
+    return {} if learns_feedback(name) else {"lr": 0.1}
 
 
 def checked(name, family: str, options: dict | None = None, variant: str = "default") -> set[str]:
     """What the check finds in one step of rule ``name``, after one SGD step away from theta_0."""
     model = make_model(family)
     kwargs = {**fast(name), **(options or {})}
-    rule = make_rule(name, model, loss_for(family), variant=variant, lr=0.1, **kwargs)
+    rule = make_rule(name, model, loss_for(family), variant=variant, **step_size(name), **kwargs)
     sgd_steps(model, rule, family, steps=1, lr=0.05)
     x, y = make_batch(family)
     return forward_weight_reads(rule, x, y)
@@ -303,7 +308,7 @@ def test_the_check_finds_the_same_on_a_gpu(name, family):
     found = []
     for device in ("cpu", "cuda"):
         model = make_model(family).to(device)
-        rule = make_rule(name, model, loss_for(family), lr=0.1, **fast(name))
+        rule = make_rule(name, model, loss_for(family), **step_size(name), **fast(name))
         found.append(forward_weight_reads(rule, x.to(device), y.to(device)))
     assert found[0] == found[1]
 
