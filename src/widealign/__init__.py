@@ -2,7 +2,9 @@
 
 The public API re-exports the pieces most users need; everything else lives in the subpackages
 ``models``, ``rules``, ``data``, ``train``, ``diagnostics``, ``runs`` (one run), ``sweeps``,
-``studies``, ``bench`` and ``report``.
+``studies``, ``bench`` and ``report``. The re-exports are loaded on first use (a module
+``__getattr__``), so ``import widealign`` alone does not import torch: the command line answers
+``widealign --version``, ``--help``, ``rules`` and ``run --list`` without it.
 """
 
 import os
@@ -22,8 +24,27 @@ try:
 except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers  # noqa: E402
-from widealign.rules import RULES, Rule, make_rule, register_rule  # noqa: E402
+#: Each re-exported name and the subpackage it comes from, imported when first asked for.
+_LAZY = {
+    **dict.fromkeys(("MLP", "RNN", "ConvNet", "TwoLayer", "convert", "synaptic_layers"), "widealign.models"),
+    **dict.fromkeys(("RULES", "Rule", "make_rule", "register_rule"), "widealign.rules"),
+}
+
+
+def __getattr__(name: str) -> object:
+    """The re-exported name ``name``, imported from its subpackage on first use (then cached)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'widealign' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MLP",

@@ -14,7 +14,6 @@ from widealign.cli.common import (
     rule_option_argument,
     rule_options,
 )
-from widealign.runs.config import MODELS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from widealign.runs.config import MODELS
     from widealign.runs.run import check_writable, train_run
 
     check_rules([args.rule])

@@ -1,0 +1,31 @@
+"""The static index of names the command line starts from is what the live registries give."""
+
+from __future__ import annotations
+
+import difflib
+
+from widealign.cli import names
+from widealign.cli.main import main
+
+
+def test_the_index_file_is_what_the_live_registries_give():
+    live = names.index_text(names.build_index())
+    shipped = names.INDEX_FILE.read_text(encoding="utf-8")
+    diff = difflib.unified_diff(shipped.splitlines(True), live.splitlines(True), "names.json", "live")
+    diff = "".join(diff)
+    assert diff == "", f"run 'python -m widealign.cli.names' to update the index:\n{diff}"
+
+
+def test_rules_lists_the_index_without_plugins(capsys):
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert listed == list(names.index()["rules"])
+    assert "variants: default, reference" in out and "options: iterations=" in out
+
+
+def test_did_you_mean_suggests_close_names_or_lists_them():
+    known = ["align-ada", "align-zero", "align-prop", "bp"]
+    assert names.did_you_mean("rule", "alig-ada", known) == "unknown rule 'alig-ada'; did you mean align-ada?"
+    assert names.did_you_mean("rule", "qqq", known) == "unknown rule 'qqq'; choose one of " + ", ".join(known)
+    assert names.did_you_mean("rule", "qqq", known, listing=False) == "unknown rule 'qqq'"
