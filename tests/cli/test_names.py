@@ -22,10 +22,3 @@ def test_rules_lists_the_index_without_plugins(capsys):
     listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
     assert listed == list(names.index()["rules"])
     assert "variants: default, reference" in out and "options: iterations=" in out
-
-
-def test_did_you_mean_suggests_close_names_or_lists_them():
-    known = ["align-ada", "align-zero", "align-prop", "bp"]
-    assert names.did_you_mean("rule", "alig-ada", known) == "unknown rule 'alig-ada'; did you mean align-ada?"
-    assert names.did_you_mean("rule", "qqq", known) == "unknown rule 'qqq'; choose one of " + ", ".join(known)
-    assert names.did_you_mean("rule", "qqq", known, listing=False) == "unknown rule 'qqq'"

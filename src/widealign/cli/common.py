@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from widealign.cli.names import index
+from widealign.suggest import suggestion
 
 if TYPE_CHECKING:
     from widealign.runs.config import RunConfig
@@ -33,6 +35,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes in one line instead of usage + message."""
 
     def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:  # argparse lists the choices; a close one is suggested first
+            hint = suggestion(choice[1], re.findall(r"'?([^',]+)'?(?:, |$)", choice[2]))
+            if hint:
+                message = f"{message[: choice.start()]}invalid choice: {choice[1]!r}; {hint}"
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 

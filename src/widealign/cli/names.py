@@ -15,10 +15,8 @@ any, ``widealign rules`` lists the live registry instead.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
-from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,21 +38,6 @@ def plugin_rule_names() -> list[str]:
     from importlib.metadata import entry_points
 
     return [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
-
-
-def did_you_mean(kind: str, name: object, known: Iterable[str], listing: bool = True) -> str:
-    """A one-line message for an unknown ``name`` of ``kind`` (rule, dataset, ...) among ``known``.
-
-    The closest known names (:func:`difflib.get_close_matches`) are suggested: ``unknown rule
-    'alig-ada'; did you mean align-ada?``. Without a close one the known names are listed (or,
-    with ``listing=False``, nothing more is said, for callers that add their own list).
-    """
-    known = list(known)
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6) if isinstance(name, str) else []
-    message = f"unknown {kind} {name!r}"
-    if close:
-        return f"{message}; did you mean {' or '.join(close)}?"
-    return f"{message}; choose one of {', '.join(known)}" if listing else message
 
 
 def rule_entry(name: str) -> dict[str, Any]:

@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = family.tasks(args.max_runs)
     if not tasks:
         raise UsageError(f"family {family.name!r} has no runs (a swept list is empty); nothing to do")
+    if args.dry_run:
+        for task in tasks:  # every run is checked before any is listed: a bad one lists nothing
+            validate(task)
     if not (args.dry_run or args.estimate):
         tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run, args.max_runs)
     try:
@@ -130,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
     together = f", {batched} of them in batched groups of up to {max(map(len, units))}" if batched else ""
     if args.dry_run:
         for task in tasks:
-            validate(task)
             print(task.run_id)
         print(f"{len(tasks)} runs{together}")
         return 0

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss, get_loss
 from widealign.models.layers import Route, Synaptic, synaptic_layers
 from widealign.models.networks import is_recurrent
+from widealign.suggest import did_you_mean
 
 
 class StepResult(NamedTuple):
@@ -119,7 +120,7 @@ class Rule(nn.Module):
 def check_variant(rule: type[Rule], variant: str) -> None:
     """Raise a one-line ``ValueError`` unless ``rule`` offers ``variant``."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        raise ValueError(did_you_mean("variant", variant, VARIANTS))
     if variant not in rule.variants:
         raise ValueError(f"{rule.name} has no {variant!r} variant (it offers {', '.join(rule.variants)})")
 

@@ -23,8 +23,9 @@ from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS, synaptic_layers
-from widealign.models.vision import is_torchvision_name, torchvision_model
+from widealign.models.vision import is_torchvision_name, torchvision_model, torchvision_names
 from widealign.rules import RULES, VARIANTS, check_rule_options, get_rule
+from widealign.suggest import did_you_mean, suggestion
 from widealign.train.loop import check_autocast
 
 #: The library's own families; any torchvision classification model name (resnet18, vgg11, ...)
@@ -117,8 +118,11 @@ class RunConfig:
         """This configuration with the data set's defaults filled in, after checking every field."""
         self._check_types()
         if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+            raise ValueError(did_you_mean("dataset", self.dataset, DATASETS))
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
+        if self.width not in (None, defaults.get("width")) and is_torchvision_name(self.model):
+            # The data set's default width is what every run records, so a resolved run resolves again.
+            raise ValueError(width_does_not_apply(self.model, self.width))
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.eval_train is None:
             filled["eval_train"] = defaults.get("eval_train", False)
@@ -161,10 +165,13 @@ class RunConfig:
         _choice("variant", self.variant, VARIANTS)
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):
+                hint = suggestion(self.model, [*MODELS, *torchvision_names()])
+                hint = f" ({hint})" if hint else ""
                 raise ValueError(
-                    f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} or a torchvision "
+                    f"unknown model {self.model!r}{hint}; choose one of {', '.join(MODELS)} or a torchvision "
                     "classification model (resnet18, vgg11, alexnet, ...)"
                 )
+        self._check_data_fit()
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, DTYPES)
         check_autocast(self.autocast)
@@ -215,7 +222,6 @@ class RunConfig:
             raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), got {self.seed!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"unknown device {self.device!r} (use cpu, cuda, cuda:N or auto)")
-        self._check_data_fit()
 
     def _check_data_fit(self) -> None:
         """The model and the loss fit the data set (known from its shape, without loading it)."""
@@ -230,10 +236,12 @@ class RunConfig:
             )
         fitting = ("rnn",) if sequences else ("convnet", "mlp")
         if self.model not in fitting and not is_torchvision_name(self.model):
-            kind = f"sequences of shape {shape.input_shape}" if sequences else f"images {shape.input_shape}"
+            if sequences:
+                need = f"is a sequence task (inputs of shape {shape.input_shape}) that needs the rnn model"
+            else:
+                need = f"holds images {shape.input_shape}, which need the convnet or the mlp"
             raise ValueError(
-                f"model {self.model!r} does not fit data set {self.dataset!r} ({kind}); use --model "
-                f"{' or '.join(fitting)}"
+                f"data set {self.dataset!r} {need}, not {self.model!r}; use --model {' or '.join(fitting)}"
             )
         if self.loss in CLASSIFICATION_LOSSES and shape.task != "classification":
             others = ", ".join(name for name in LOSSES if name not in CLASSIFICATION_LOSSES)
@@ -259,9 +267,17 @@ class RunConfig:
         return self.loss or data.default_loss
 
 
+def width_does_not_apply(model: str, width: Any) -> str:
+    """The error for a width given to a torchvision model, which the width cannot change."""
+    return (
+        f"width {width} does not apply to {model}: a torchvision model keeps its own layer widths "
+        "(leave the width out, or use model convnet or mlp to vary it)"
+    )
+
+
 def _choice(name: str, value: Any, options: Any) -> None:
     if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}")
+        raise ValueError(did_you_mean(name, value, [str(o) for o in options]))
 
 
 def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
