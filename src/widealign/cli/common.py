@@ -78,6 +78,15 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=1e-6, help="normalisation epsilon (default 1e-6)")
     p.add_argument("--loss", choices=names["losses"], help="default: the paper's (mse; sequence-mse for add)")
     p.add_argument("--optimizer", choices=names["optimizers"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0, the paper's)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    p.add_argument(
+        "--schedule", choices=names["schedules"], default="none",
+        help="learning-rate schedule, stepped every epoch: step (times --gamma every --step-size epochs) "
+        "or cosine (to 0 over the run's epochs); default none",
+    )  # fmt: skip
+    p.add_argument("--step-size", type=int, help="with --schedule step: epochs between decays")
+    p.add_argument("--gamma", type=float, default=0.1, help="with --schedule step: the factor (default 0.1)")
     p.add_argument(
         "--variant", choices=names["variants"], default="default",
         help="reference: align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
@@ -127,6 +136,8 @@ def config(args: argparse.Namespace, **fields: Any) -> RunConfig:
         dataset=args.dataset, model=args.model, preset=args.preset, strides=args.strides,
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        step_size=args.step_size, gamma=args.gamma,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
         official_test=args.official_test, eval_train=args.eval_train, autocast=args.autocast, **fields,

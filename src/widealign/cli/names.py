@@ -60,7 +60,7 @@ def build_index() -> dict[str, Any]:
     from widealign.models import CONV_PRESETS, NORMS
     from widealign.models.layers import PARAMETERIZATIONS
     from widealign.rules import RULES, VARIANTS
-    from widealign.runs.config import DTYPES, MODELS, OPTIMIZERS
+    from widealign.runs.config import DTYPES, MODELS, OPTIMIZERS, SCHEDULES
     from widealign.runs.run import DATA_DIR_ENV, DOWNLOAD_ENV
     from widealign.sweeps.catalogue import MAX_RUNS, family_names, load_family
     from widealign.sweeps.estimate import family_time_classes
@@ -89,6 +89,7 @@ def build_index() -> dict[str, Any]:
         "norms": list(NORMS),
         "parameterizations": list(PARAMETERIZATIONS),
         "optimizers": list(OPTIMIZERS),
+        "schedules": list(SCHEDULES),
         "dtypes": list(DTYPES),
         "autocast_dtypes": list(AUTOCAST_DTYPES),
         "executors": list(EXECUTORS),

@@ -32,6 +32,8 @@ from widealign.train.loop import check_autocast
 #: is accepted too and converted (:func:`widealign.models.vision.torchvision_model`).
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
+#: Learning-rate schedules, stepped once per epoch (:func:`build_scheduler`).
+SCHEDULES = ("none", "step", "cosine")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Device names a run accepts; anything else (mps, meta, xla, ...) is refused before any work.
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
@@ -81,7 +83,12 @@ class RunConfig:
     training images held out for evaluation (MNIST, KMNIST, CIFAR-10; default the paper's 5,000,
     the first ones of the files); ``official_test`` evaluates on the official test set instead.
     ``eval_train`` re-evaluates the whole training set after every epoch (default: on for the Add
-    task). ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
+    task). ``momentum`` (SGD only) and ``weight_decay`` (L2, added to every update as
+    ``weight_decay * theta``) go to the optimiser (:func:`build_optimizer`), whichever the rule;
+    ``schedule`` changes the learning rate once per epoch (:func:`build_scheduler`): ``"step"``
+    multiplies it by ``gamma`` every ``step_size`` epochs, ``"cosine"`` anneals it to 0 over the
+    run's epochs. The defaults (0, 0, ``"none"``) are the paper's plain SGD.
+    ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
     (:func:`widealign.train.loop.autocast_region`; a no-op for ``dtype="float64"``). Where the data
     files live is not part of the configuration: see :func:`widealign.runs.run.load_data`.
     """
@@ -101,6 +108,11 @@ class RunConfig:
     loss: str | None = None
     optimizer: str = "sgd"
     lr: float | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    step_size: int | None = None
+    gamma: float = 0.1
     epochs: int | None = None
     batch_size: int | None = None
     train_size: int | None = None
@@ -143,6 +155,7 @@ class RunConfig:
             "parameterization",
             "norm",
             "optimizer",
+            "schedule",
             "dtype",
             "device",
         ):
@@ -173,6 +186,7 @@ class RunConfig:
                 )
         self._check_data_fit()
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self._check_recipe()
         _choice("dtype", self.dtype, DTYPES)
         check_autocast(self.autocast)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -222,6 +236,28 @@ class RunConfig:
             raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), got {self.seed!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"unknown device {self.device!r} (use cpu, cuda, cuda:N or auto)")
+
+    def _check_recipe(self) -> None:
+        """Momentum, weight decay and the schedule: numbers in range, each with what it goes with."""
+        _choice("schedule", self.schedule, SCHEDULES)
+        for name, low, high in (("momentum", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+                bound = "in [0, 1)" if high == 1.0 else "a non-negative number"
+                raise ValueError(f"{name.replace('_', ' ')} must be {bound}, got {value!r}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum goes with optimizer sgd ({self.optimizer} keeps its own moments)")
+        if self.schedule == "step":
+            if isinstance(self.step_size, bool) or not isinstance(self.step_size, int) or self.step_size <= 0:
+                raise ValueError(
+                    f"schedule step needs step_size, the epochs between decays (a positive integer), "
+                    f"got {self.step_size!r}"
+                )
+            gamma = self.gamma
+            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+                raise ValueError(f"gamma (the step schedule's factor) must be in (0, 1], got {self.gamma!r}")
+        elif self.step_size is not None or self.gamma != 0.1:
+            raise ValueError(f"step_size and gamma go with schedule step, not {self.schedule}")
 
     def _check_data_fit(self) -> None:
         """The model and the loss fit the data set (known from its shape, without loading it)."""
@@ -382,10 +418,28 @@ def check_fits(cfg: RunConfig, device: torch.device) -> None:
 
 
 def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``."""
+    """SGD or Adam at ``cfg.lr`` over ``params``, with ``cfg.momentum`` (SGD) and ``cfg.weight_decay``.
+
+    Whatever the rule, the optimiser steps the ``.grad`` it leaves, so momentum and weight decay
+    apply to every rule alike. At the defaults this is the paper's plain SGD.
+    """
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr)
-    return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(
+    cfg: RunConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule ``cfg.schedule`` over ``optimizer``, stepped once per epoch by the
+    trainer; None for ``"none"``. ``"step"``: the rate times ``cfg.gamma`` every ``cfg.step_size``
+    epochs (``torch.optim.lr_scheduler.StepLR``); ``"cosine"``: from ``cfg.lr`` to 0 over
+    ``cfg.epochs`` epochs (``CosineAnnealingLR``, half a cosine period)."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
 
 
 def resolve_device(device: str) -> torch.device:
