@@ -11,6 +11,7 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 # Before torch loads its OpenMP runtime (which reads this once): threads waiting for a partner
 # sleep instead of spinning, so a step does not collapse when another process holds a core
@@ -23,6 +24,10 @@ try:
     __version__ = _version("widealign")
 except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+if _TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports them
+    from widealign.models import MLP, RNN, ConvNet, TwoLayer, convert, synaptic_layers
+    from widealign.rules import RULES, Rule, make_rule, register_rule
 
 #: Each re-exported name and the subpackage it comes from, imported when first asked for.
 _LAZY = {

@@ -22,3 +22,9 @@ def test_rules_lists_the_index_without_plugins(capsys):
     listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
     assert listed == list(names.index()["rules"])
     assert "variants: default, reference" in out and "options: iterations=" in out
+
+
+def test_the_plugin_group_is_the_registrys():
+    from widealign.rules.registry import ENTRY_POINT_GROUP
+
+    assert names.ENTRY_POINT_GROUP == ENTRY_POINT_GROUP
