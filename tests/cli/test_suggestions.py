@@ -58,7 +58,7 @@ def test_an_unknown_name_suggests_the_closest(argv, message, capsys):
         (["train", "--model", "convnet", "--dataset", "add"], r"'add' is a sequence task .* needs the rnn"),
         (["train", "--model", "resnet18", "--width", "8"], r"width 8 does not apply to resnet18"),
         (["train", "--model", "resnet18", "--width", "64"], r"width 64 does not apply to resnet18.*--width"),
-        (["compare", "--model", "resnet18", "--rules", "bp"], r"width 16 does not apply to resnet18"),
+        (["compare", "--model", "resnet18", "--widths", "8"], r"width 8 does not apply.*--widths"),
         (["run", "two-routes", "--smoke", "--dry-run", "--widths", "8"], r"width 8 does not apply to resnet"),
     ],
 )
