@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "widealign"
 #: bench -> runs -> train -> rules/models order of the design). ``widealign`` is the top-level
 #: ``__init__`` (the public re-exports and the version).
 LAYERS = [
+    {"suggest"},
     {"seeding", "system", "storage", "losses"},
     {"models", "data"},
     {"rules"},

@@ -48,7 +48,7 @@ def test_build_makes_a_wheel_and_an_sdist_with_the_package_data_and_the_licence(
     (sdist,) = dist.glob("widealign-*.tar.gz")
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(Path(n).name for n in names if "/sweeps/families/" in n) == CATALOGUE
-    assert "widealign/py.typed" in names
+    assert "widealign/py.typed" in names and "widealign/cli/names.json" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: MIT" in zipfile.ZipFile(wheel).read(metadata).decode()

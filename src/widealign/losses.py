@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from widealign.suggest import did_you_mean
+
 Loss = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -72,7 +74,7 @@ def get_loss(loss: str | Loss) -> Loss:
     if callable(loss):
         return loss
     if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        raise ValueError(did_you_mean("loss", loss, LOSSES))
     return LOSSES[loss]
 
 

@@ -261,11 +261,13 @@ def test_two_runs_started_at_once_on_one_folder_one_refused(tmp_path):
         (["train", "--device", "meta"], r"unknown device 'meta' \(use cpu, cuda, cuda:N or auto\)"),
         (
             ["train", "--dataset", "add", "--model", "mlp"],
-            r"model 'mlp' does not fit data set 'add' \(sequences of shape \(100, 1\)\); use --model rnn",
+            r"data set 'add' is a sequence task \(inputs of shape \(100, 1\)\) that needs the rnn model, "
+            r"not 'mlp'; use --model rnn",
         ),
         (
             ["train", "--dataset", "digits", "--model", "rnn"],
-            r"model 'rnn' does not fit data set 'digits' \(images \(1, 8, 8\)\); use --model convnet or mlp",
+            r"data set 'digits' holds images \(1, 8, 8\), which need the convnet or the mlp, not 'rnn'; "
+            r"use --model convnet or mlp",
         ),
         (
             ["train", "--dataset", "add", "--loss", "ce"],

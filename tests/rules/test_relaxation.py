@@ -396,7 +396,8 @@ def test_options_are_checked_and_converted():
     rule = make_rule("activation-relaxation", make_model("mlp"), iterations="7", derivatives="false")
     assert rule.iterations == 7 and rule.derivatives is False
     with pytest.raises(
-        ValueError, match="activation-relaxation has no option 'steps'; its options: iterations"
+        ValueError,
+        match=r"activation-relaxation has no option 'steps' \(did you mean step\?\); its options: iterations",
     ):
         make_rule("activation-relaxation", make_model("mlp"), steps=3)
     with pytest.raises(ValueError, match="bp has no option 'iterations'; its options: none"):

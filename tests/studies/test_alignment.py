@@ -95,6 +95,7 @@ def test_a_folder_holding_another_configuration_is_refused(tmp_path):
         (dict(draws=0), "draws must be a positive integer"),
         (dict(rule="fa"), "rule must be 'bp'"),
         (dict(width=0), "width must be a positive integer"),
+        (dict(schedule="cosine"), "an alignment run trains at a fixed learning rate"),
     ],
 )
 def test_bad_configs_are_refused(fields, match):

@@ -10,23 +10,23 @@ import sys
 from pathlib import Path
 
 from widealign.cli.common import PAPER_RULES, add_threads, check_rules
-from widealign.models import CONV_PRESETS
-from widealign.runs.config import DTYPES
+from widealign.cli.names import index
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    names = index()
     b = sub.add_parser("bench", help="time one step of every rule against bp")
     b.add_argument(
         "--model", choices=("convnet", "mlp", "rnn"), default="convnet", help="rnn: --batch-runs only"
     )
-    b.add_argument("--preset", choices=CONV_PRESETS, default="kmnist")
+    b.add_argument("--preset", choices=names["conv_presets"], default="kmnist")
     b.add_argument("--widths", type=int, nargs="+", help="default 16 64 (with --batch-runs: 8 to 256)")
     b.add_argument("--rules", nargs="+", help="default: the paper's rules (with --batch-runs: bp)")
     b.add_argument("--input-shape", type=int, nargs="+", default=[1, 28, 28], help="C H W (default 1 28 28)")
     b.add_argument("--batch-size", type=int, default=100)
     b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--device", default="cpu")
-    b.add_argument("--dtype", choices=DTYPES, default="float32")
+    b.add_argument("--dtype", choices=names["dtypes"], default="float32")
     b.add_argument("--autocast", choices=("bf16",), help="time the rules' steps under bf16 autocast")
     b.add_argument(
         "--sections", nargs="+", default=["steps", "batched", "relaxation"],
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from widealign.bench.memory import format_memory_table
     from widealign.bench.steps import bench, format_bench
     from widealign.bench.suite import bench_suite, format_relaxation, machine
+    from widealign.runs.config import DTYPES
     from widealign.runs.run import check_writable
 
     batched = args.batch_runs is not None

@@ -1,25 +1,25 @@
 """What the commands share: one-line usage errors, exit codes, the flags of a training run and
-the :class:`~widealign.runs.config.RunConfig` built from them."""
+the :class:`~widealign.runs.config.RunConfig` built from them.
+
+Nothing here imports torch when the module is imported: the flags' choices come from the static
+index (:mod:`widealign.cli.names`), and the library is imported inside the functions that use it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tqdm.auto import tqdm
+from widealign.cli.names import index
+from widealign.suggest import suggestion
 
-from widealign.data import DATASETS
-from widealign.losses import LOSSES
-from widealign.models import CONV_PRESETS, NORMS
-from widealign.models.layers import PARAMETERIZATIONS
-from widealign.rules import VARIANTS, get_rule
-from widealign.runs.config import DTYPES, MODELS, OPTIMIZERS, RunConfig
-from widealign.runs.run import DATA_DIR_ENV, DOWNLOAD_ENV
-from widealign.train import EpochRecord
-from widealign.train.loop import AUTOCAST_DTYPES
+if TYPE_CHECKING:
+    from widealign.runs.config import RunConfig
+    from widealign.train import EpochRecord
 
 #: The rules of the paper and its baselines: what compare and bench run unless told otherwise.
 PAPER_RULES = ("bp", "readout", "align-zero", "align-ada", "align-prop", "fa", "dfa")
@@ -35,11 +35,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes in one line instead of usage + message."""
 
     def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:  # argparse lists the choices; a close one is suggested first
+            hint = suggestion(choice[1], re.findall(r"'?([^',]+)'?(?:, |$)", choice[2]))
+            if hint:
+                message = f"{message[: choice.start()]}invalid choice: {choice[1]!r}; {hint}"
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    names = index()
+    datasets, models = ", ".join(names["datasets"]), ", ".join(names["models"])
+    p.add_argument("--dataset", default="digits", help=f"one of {datasets} (default digits)")
     p.add_argument("--data-dir", help="where data sets live (default $WIDEALIGN_DATA_DIR or ./data)")
     p.add_argument("--download", action="store_true", help="download a missing data set (never by default)")
     p.add_argument(
@@ -57,21 +64,32 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--official-test", action="store_true", help="evaluate on the official test set")
     p.add_argument(
         "--model",
-        help=f"{', '.join(MODELS)} or a torchvision classification model such as resnet18, converted "
+        help=f"{models} or a torchvision classification model such as resnet18, converted "
         "(default: the dataset's)",
     )
-    p.add_argument("--preset", choices=CONV_PRESETS, help="conv-net preset: depth and strides of the paper")
+    p.add_argument(
+        "--preset", choices=names["conv_presets"], help="conv-net preset: depth and strides of the paper"
+    )
     p.add_argument("--strides", type=int, nargs="+", help="conv strides, one per layer (overrides --preset)")
     p.add_argument("--depth", type=int, default=2, help="hidden layers of the mlp (default 2)")
     p.add_argument("--kernel-size", type=int, default=3)
-    p.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="ntk")
-    p.add_argument("--norm", choices=NORMS, default="batch-axis", help="conv-net normalisation")
+    p.add_argument("--parameterization", choices=names["parameterizations"], default="ntk")
+    p.add_argument("--norm", choices=names["norms"], default="batch-axis", help="conv-net normalisation")
     p.add_argument("--eps", type=float, default=1e-6, help="normalisation epsilon (default 1e-6)")
-    p.add_argument("--loss", choices=LOSSES, help="default: the paper's (mse; sequence-mse for add)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--loss", choices=names["losses"], help="default: the paper's (mse; sequence-mse for add)")
+    p.add_argument("--optimizer", choices=names["optimizers"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0, the paper's)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    p.add_argument(
+        "--schedule", choices=names["schedules"], default="none",
+        help="learning-rate schedule, stepped every epoch: step (times --gamma every --step-size epochs) "
+        "or cosine (to 0 over the run's epochs); default none",
+    )  # fmt: skip
+    p.add_argument("--step-size", type=int, help="with --schedule step: epochs between decays")
+    p.add_argument("--gamma", type=float, default=0.1, help="with --schedule step: the factor (default 0.1)")
     p.add_argument(
         "--variant", default="default",
-        help=f"{', '.join(VARIANTS)} or a rule's own variant (widealign rules lists them); reference: "
+        help=f"{', '.join(names['variants'])} or a rule's own variant (widealign rules lists them); reference: "
         "align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
     )  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: the dataset's, 5 for digits)")
@@ -79,9 +97,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--dtype", choices=names["dtypes"], default="float32")
     p.add_argument(
-        "--autocast", choices=list(AUTOCAST_DTYPES),
+        "--autocast", choices=names["autocast_dtypes"],
         help="bf16: train and evaluate under bfloat16 autocast (default off; no effect with float64)",
     )  # fmt: skip
     p.add_argument(
@@ -117,10 +135,14 @@ def rule_options(texts: Sequence[str]) -> dict[str, str]:
 
 
 def config(args: argparse.Namespace, **fields: Any) -> RunConfig:
+    from widealign.runs.config import RunConfig
+
     return RunConfig(
         dataset=args.dataset, model=args.model, preset=args.preset, strides=args.strides,
         depth=args.depth, kernel_size=args.kernel_size, parameterization=args.parameterization,
         norm=args.norm, eps=args.eps, loss=args.loss, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        step_size=args.step_size, gamma=args.gamma,
         variant=args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         device=args.device, dtype=args.dtype, train_size=args.train_size, holdout=args.holdout,
         official_test=args.official_test, eval_train=args.eval_train, autocast=args.autocast,
@@ -130,13 +152,16 @@ def config(args: argparse.Namespace, **fields: Any) -> RunConfig:
 
 def data_location(args: argparse.Namespace) -> None:
     """``--data-dir``/``--download`` become the environment that :func:`load_data` reads."""
+    env = index()["environment"]
     if getattr(args, "data_dir", None):
-        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
+        os.environ[env["data_dir"]] = str(Path(args.data_dir).resolve())
     if getattr(args, "download", False):
-        os.environ[DOWNLOAD_ENV] = "1"
+        os.environ[env["download"]] = "1"
 
 
 def print_epoch(total: int) -> Any:
+    from tqdm.auto import tqdm
+
     def show(r: EpochRecord) -> None:
         acc = "" if r.train_acc is None else f"  train_acc {100 * r.train_acc:5.1f}%"
         test_acc = "" if r.test_acc is None else f"  test_acc {100 * r.test_acc:5.1f}%"
@@ -150,5 +175,7 @@ def print_epoch(total: int) -> Any:
 
 def check_rules(rules: Sequence[str]) -> None:
     """A one-line error for the first rule that is neither a known name nor an importable ``module:Class``."""
+    from widealign.rules import get_rule
+
     for r in rules:
         get_rule(r)

@@ -6,6 +6,10 @@ or dataset, a width of 0, strides that do not match the widths, a learning rate 
 positive number, an unwritable output folder), a damaged result or checkpoint file, an output
 folder in use by another process or a full disk ends with one line on stderr,
 ``widealign: error: ...``, and exit status 2; a diverged run ends with exit status 1.
+
+Start-up is kept short: building the parser imports no torch (choices come from the static index,
+:mod:`widealign.cli.names`), and ``--version``, ``--help``, ``rules`` and ``run --list`` never
+import it (tests/cli/test_startup.py; ``python scripts/bench_startup.py`` times them).
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def needs_torch(args: argparse.Namespace) -> bool:
+    """Whether the command trains, measures or reads runs (so torch's threads must be sized):
+    everything but listing the rules and the families."""
+    return not (args.command == "rules" or (args.command == "run" and args.list))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (also used by ``python -m widealign``)."""
     try:
@@ -54,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, name, None) is not None and not getattr(args, name).strip():
                 raise UsageError(f"--{name.replace('_', '-')} needs a path, got an empty string")
         data_location(args)
-        set_threads(getattr(args, "threads", None))
+        if needs_torch(args):
+            set_threads(getattr(args, "threads", None))
         return importlib.import_module(f"widealign.cli.{args.command}").run(args)
     except BrokenPipeError:  # output piped into a program that stopped reading (| head): not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet

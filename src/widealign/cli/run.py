@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from widealign.cli.common import UsageError, add_threads, data_location
-from widealign.sweeps.catalogue import MAX_RUNS, Family, Task, family_names, load_family, parse_override
-from widealign.sweeps.sweep import DEFAULT_BATCH_RUNS, EXECUTORS
+from widealign.cli.names import index
+
+if TYPE_CHECKING:
+    from widealign.sweeps.catalogue import Family, Task
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    names = index()
+    max_runs, batch_runs = names["defaults"]["max_runs"], names["defaults"]["batch_runs"]
     run = sub.add_parser("run", help="run an experiment family of the paper (see --list)")
     run.add_argument("name", nargs="?", help="family name (widealign run --list) or your own FILE.toml")
     run.add_argument(
@@ -29,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seeds", "--seed", type=int, nargs="+", help="same as --set 'sweep.seed=[...]'")
     run.add_argument("--device", help="same as --set device=NAME")
     run.add_argument("--compile", action="store_true", help="same as --set compile=true (torch.compile)")
-    run.add_argument("--executor", choices=EXECUTORS, default="sequential")
+    run.add_argument("--executor", choices=names["executors"], default="sequential")
     run.add_argument(
         "--slurm", action="append", default=[], metavar="KEY=VALUE",
         help="with --executor slurm: a submitit parameter (timeout_min=600, slurm_partition=gpu, "
@@ -39,12 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--batch-runs", type=int, metavar="K",
         help="train K runs that differ only in seed (or seed and lr) as one batched model (sequential "
-        f"and process executors; default: up to {DEFAULT_BATCH_RUNS} where it pays, small runs such as "
+        f"and process executors; default: up to {batch_runs} where it pays, small runs such as "
         "the Add task's; 1 turns it off)",
     )  # fmt: skip
     run.add_argument(
-        "--max-runs", type=int, default=MAX_RUNS, metavar="N",
-        help=f"refuse a family that expands into more than N runs (default {MAX_RUNS:,})",
+        "--max-runs", type=int, default=max_runs, metavar="N",
+        help=f"refuse a family that expands into more than N runs (default {max_runs:,})",
     )  # fmt: skip
     run.add_argument("--workers", type=int, help="processes for --executor process (default: cores)")
     run.add_argument("--ray-address", help="Ray cluster to join (default: start a local Ray)")
@@ -65,6 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _family(args: argparse.Namespace) -> Family:
+    from widealign.sweeps.catalogue import load_family, parse_override
+
     family = load_family(args.name)
     if args.smoke:
         family = family.smoke_version()
@@ -87,8 +94,10 @@ def _family(args: argparse.Namespace) -> Family:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
     from widealign.runs.run import TENSORBOARD_ENV, check_writable
-    from widealign.sweeps.estimate import family_time_classes
+    from widealign.sweeps.catalogue import parse_override
     from widealign.sweeps.runners import validate
     from widealign.sweeps.sweep import (
         batch_groups,
@@ -99,20 +108,6 @@ def run(args: argparse.Namespace) -> int:
         summarise,
     )
 
-    if args.list:
-        print(f"{'family':<11} {'runs':>5} {'smoke':>5}  {'CPU':<9} {'GPU':<9} description")
-        for name in family_names():
-            family = load_family(name)
-            cpu, gpu = family_time_classes(family).values()
-            runs, smoke = len(family.tasks()), len(family.smoke_version().tasks())
-            reproduces = f" (reproduces {family.reproduces})" if family.reproduces else ""
-            print(f"{name:<11} {runs:>5} {smoke:>5}  {cpu:<9} {gpu:<9} {family.description}{reproduces}")
-        print(
-            "CPU/GPU: expected time of the full family, run after run, from counted multiply-adds at a "
-            "nominal 2e10/s (CPU: this project's 2-core machine) and 1e13/s (GPU: assumed, not measured); "
-            "--estimate measures"
-        )
-        return 0
     if args.name is None:
         raise UsageError("name an experiment family or a family file (FILE.toml), or use --list")
     family = _family(args)
@@ -127,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = family.tasks(args.max_runs)
     if not tasks:
         raise UsageError(f"family {family.name!r} has no runs (a swept list is empty); nothing to do")
+    if args.dry_run:
+        for task in tasks:  # every run is checked before any is listed: a bad one lists nothing
+            validate(task)
     if not (args.dry_run or args.estimate):
         tasks = checked_tasks(family, args.executor, args.workers, args.gpus_per_run, args.max_runs)
     try:
@@ -138,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
     together = f", {batched} of them in batched groups of up to {max(map(len, units))}" if batched else ""
     if args.dry_run:
         for task in tasks:
-            validate(task)
             print(task.run_id)
         print(f"{len(tasks)} runs{together}")
         return 0
@@ -166,6 +163,24 @@ def run(args: argparse.Namespace) -> int:
     print(summarise(results))
     print(f"next: widealign report {out}")
     return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+def _list() -> int:
+    """The packaged families, from the static index (:mod:`widealign.cli.names`; no torch)."""
+    print(f"{'family':<11} {'runs':>5} {'smoke':>5}  {'CPU':<9} {'GPU':<9} description")
+    for name, family in index()["families"].items():
+        cpu, gpu = family["time_classes"].values()
+        reproduces = f" (reproduces {family['reproduces']})" if family["reproduces"] else ""
+        print(
+            f"{name:<11} {family['runs']:>5} {family['smoke']:>5}  {cpu:<9} {gpu:<9} "
+            f"{family['description']}{reproduces}"
+        )
+    print(
+        "CPU/GPU: expected time of the full family, run after run, from counted multiply-adds at a "
+        "nominal 2e10/s (CPU: this project's 2-core machine) and 1e13/s (GPU: assumed, not measured); "
+        "--estimate measures"
+    )
+    return 0
 
 
 def _estimate(family: Family, tasks: list[Task], args: argparse.Namespace) -> int:

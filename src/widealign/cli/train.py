@@ -7,6 +7,7 @@ import sys
 
 from widealign.cli.common import (
     EXIT_DIVERGED,
+    UsageError,
     add_run_flags,
     check_rules,
     config,
@@ -14,7 +15,6 @@ from widealign.cli.common import (
     rule_option_argument,
     rule_options,
 )
-from widealign.runs.config import MODELS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from widealign.runs.config import MODELS, width_does_not_apply
     from widealign.runs.run import check_writable, train_run
 
     check_rules([args.rule])
     width = None if args.width is None else (args.width[0] if len(args.width) == 1 else args.width)
     cfg = config(args, rule=args.rule, width=width, rule_options=rule_options(args.rule_option)).resolved()
+    if width is not None and cfg.model not in MODELS:
+        raise UsageError(width_does_not_apply(cfg.model, width).replace("leave the width", "leave --width"))
     if args.out is not None:
         check_writable(args.out)
     rule = cfg.rule if cfg.rule_variant == "default" else f"{cfg.rule} ({cfg.rule_variant} variant)"

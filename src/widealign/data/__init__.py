@@ -28,6 +28,7 @@ from widealign.data.torchvision_sets import (
     load_mnist,
     load_torchvision_set,
 )
+from widealign.suggest import did_you_mean
 
 #: What a loader returns: tensors in memory, or (ImageNet) image folders streamed in batches.
 AnyDataset = Dataset | ImageFolderDataset
@@ -83,7 +84,7 @@ def load_dataset(
             5,000); only for the sets of :data:`HOLDOUT_SETS`.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ValueError(did_you_mean("dataset", name, DATASETS))
     if holdout is None:
         return DATASETS[name](data_dir=data_dir, download=download, official_test=official_test)
     if name not in HOLDOUT_SETS:

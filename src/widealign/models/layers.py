@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from widealign.suggest import did_you_mean
+
 PARAMETERIZATIONS = ("ntk", "standard")
 #: How a batched conv layer (``members`` > 1) computes: ``"split"``, one ungrouped convolution per
 #: member (faster on the CPU, docs/performance.md#batched-runs), or ``"grouped"``, one grouped one.
@@ -276,9 +278,7 @@ class Synaptic(nn.Module):
     def __init__(self, fan_in: int, parameterization: str, scale: float | None) -> None:
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(
-                f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}"
-            )
+            raise ValueError(did_you_mean("parameterization", parameterization, PARAMETERIZATIONS))
         self.fan_in = fan_in
         self.parameterization = parameterization
         if scale is None:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from widealign.models.layers import BatchAxisNorm, Conv2d, Dense, Tap, _check_positive, as_list
 from widealign.seeding import generator
+from widealign.suggest import did_you_mean
 
 NORMS = ("batch-axis", "batch-axis-native", "batchnorm", "none")
 
@@ -37,7 +38,7 @@ def _norm(kind: str, channels: int, eps: float) -> nn.Module:
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+    raise ValueError(did_you_mean("norm", kind, NORMS))
 
 
 class ConvNet(nn.Module):
@@ -95,7 +96,7 @@ class ConvNet(nn.Module):
     def preset(cls, name: str, in_channels: int, num_outputs: int, width: int, **kwargs) -> ConvNet:
         """The paper's KMNIST, CIFAR-10 or ImageNet architecture at one width."""
         if name not in CONV_PRESETS:
-            raise ValueError(f"unknown conv preset {name!r}; choose one of {', '.join(CONV_PRESETS)}")
+            raise ValueError(did_you_mean("conv preset", name, CONV_PRESETS))
         return cls(in_channels, num_outputs, width, CONV_PRESETS[name], **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from widealign.losses import Loss
 from widealign.rules.base import READS, VARIANTS, Rule, StepResult, check_variant
 from widealign.rules.learned import LR_MOVED, StoredFeedback
 from widealign.rules.registry import ENTRY_POINT_GROUP, RULES, get_rule, register_rule
+from widealign.suggest import suggestion
 
 # Each module registers its rule with @register_rule as it is imported; this order is the order in
 # which ``widealign rules`` lists them (installed plugins' rules follow).
@@ -87,7 +88,9 @@ def check_rule_options(name: str | type[Rule], options: dict[str, Any]) -> dict[
     unknown = sorted(set(options) - set(known))
     if unknown:
         offered = ", ".join(known) or "none"
-        raise ValueError(f"{name} has no option {unknown[0]!r}; its options: {offered}")
+        hint = suggestion(unknown[0], known)
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} has no option {unknown[0]!r}{hint}; its options: {offered}")
     return {k: _coerce(name, k, v, known[k]) for k, v in options.items()}
 
 

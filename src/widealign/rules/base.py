@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from widealign.losses import Loss, get_loss
 from widealign.models.layers import Route, Synaptic, synaptic_layers
 from widealign.models.networks import is_recurrent
+from widealign.suggest import suggestion
 
 
 class StepResult(NamedTuple):
@@ -161,6 +162,9 @@ def check_variant(rule: type[Rule], variant: str) -> None:
     if not isinstance(variant, str):
         raise ValueError(f"a variant is a name, got {variant!r}")
     if variant != "default" and variant not in rule.variants:
+        hint = suggestion(variant, rule.variants)
+        if hint:
+            raise ValueError(f"{rule.name} has no {variant!r} variant; {hint}")
         raise ValueError(f"{rule.name} has no {variant!r} variant (it offers {', '.join(rule.variants)})")
 
 

@@ -23,6 +23,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from widealign.suggest import did_you_mean
+
 if TYPE_CHECKING:
     from widealign.rules.base import Rule
 
@@ -122,7 +124,7 @@ def get_rule(name: str | type[Rule]) -> type[Rule]:
     _load_entry_points()
     if name in _registered:
         return _registered[name]
-    raise ValueError(f"unknown rule {name!r}; choose one of {', '.join(_registered)}")
+    raise ValueError(did_you_mean("rule", name, _registered))
 
 
 class _RuleView(Mapping[str, "type[Rule]"]):

@@ -24,14 +24,17 @@ from widealign.data.shapes import DATA_SHAPES
 from widealign.losses import LOSSES
 from widealign.models import CONV_PRESETS, MLP, NORMS, RNN, ConvNet
 from widealign.models.layers import PARAMETERIZATIONS, synaptic_layers
-from widealign.models.vision import is_torchvision_name, torchvision_model
+from widealign.models.vision import is_torchvision_name, torchvision_model, torchvision_names
 from widealign.rules import RULES, VARIANTS, check_rule_options, get_rule
+from widealign.suggest import did_you_mean, suggestion
 from widealign.train.loop import check_autocast
 
 #: The library's own families; any torchvision classification model name (resnet18, vgg11, ...)
 #: is accepted too and converted (:func:`widealign.models.vision.torchvision_model`).
 MODELS = ("convnet", "mlp", "rnn")
 OPTIMIZERS = ("sgd", "adam")
+#: Learning-rate schedules, stepped once per epoch (:func:`build_scheduler`).
+SCHEDULES = ("none", "step", "cosine")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Device names a run accepts; anything else (mps, meta, xla, ...) is refused before any work.
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
@@ -83,7 +86,12 @@ class RunConfig:
     training images held out for evaluation (MNIST, KMNIST, CIFAR-10; default the paper's 5,000,
     the first ones of the files); ``official_test`` evaluates on the official test set instead.
     ``eval_train`` re-evaluates the whole training set after every epoch (default: on for the Add
-    task). ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
+    task). ``momentum`` (SGD only) and ``weight_decay`` (L2, added to every update as
+    ``weight_decay * theta``) go to the optimiser (:func:`build_optimizer`), whichever the rule;
+    ``schedule`` changes the learning rate once per epoch (:func:`build_scheduler`): ``"step"``
+    multiplies it by ``gamma`` every ``step_size`` epochs, ``"cosine"`` anneals it to 0 over the
+    run's epochs. The defaults (0, 0, ``"none"``) are the paper's plain SGD.
+    ``autocast="bf16"`` trains and evaluates under bfloat16 autocast
     (:func:`widealign.train.loop.autocast_region`; a no-op for ``dtype="float64"``). ``compile``
     compiles the model's forward pass (:func:`widealign.train.loop.compile_model`); like
     ``device`` it says how the run executes, not which run it is (not part of its identity). Where the data
@@ -105,6 +113,11 @@ class RunConfig:
     loss: str | None = None
     optimizer: str = "sgd"
     lr: float | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    step_size: int | None = None
+    gamma: float = 0.1
     epochs: int | None = None
     batch_size: int | None = None
     train_size: int | None = None
@@ -123,8 +136,11 @@ class RunConfig:
         """This configuration with the data set's defaults filled in, after checking every field."""
         self._check_types()
         if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+            raise ValueError(did_you_mean("dataset", self.dataset, DATASETS))
         defaults = DATASET_DEFAULTS.get(self.dataset, {})
+        if self.width not in (None, defaults.get("width")) and is_torchvision_name(self.model):
+            # The data set's default width is what every run records, so a resolved run resolves again.
+            raise ValueError(width_does_not_apply(self.model, self.width))
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.eval_train is None:
             filled["eval_train"] = defaults.get("eval_train", False)
@@ -145,6 +161,7 @@ class RunConfig:
             "parameterization",
             "norm",
             "optimizer",
+            "schedule",
             "dtype",
             "device",
         ):
@@ -170,11 +187,15 @@ class RunConfig:
             raise ValueError(f"unknown variant {self.variant!r} for {self.rule}; choose one of {names}")
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):
+                hint = suggestion(self.model, [*MODELS, *torchvision_names()])
+                hint = f" ({hint})" if hint else ""
                 raise ValueError(
-                    f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} or a torchvision "
+                    f"unknown model {self.model!r}{hint}; choose one of {', '.join(MODELS)} or a torchvision "
                     "classification model (resnet18, vgg11, alexnet, ...)"
                 )
+        self._check_data_fit()
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self._check_recipe()
         _choice("dtype", self.dtype, DTYPES)
         check_autocast(self.autocast)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -226,7 +247,28 @@ class RunConfig:
             raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), got {self.seed!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"unknown device {self.device!r} (use cpu, cuda, cuda:N or auto)")
-        self._check_data_fit()
+
+    def _check_recipe(self) -> None:
+        """Momentum, weight decay and the schedule: numbers in range, each with what it goes with."""
+        _choice("schedule", self.schedule, SCHEDULES)
+        for name, low, high in (("momentum", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+                bound = "in [0, 1)" if high == 1.0 else "a non-negative number"
+                raise ValueError(f"{name.replace('_', ' ')} must be {bound}, got {value!r}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum goes with optimizer sgd ({self.optimizer} keeps its own moments)")
+        if self.schedule == "step":
+            if isinstance(self.step_size, bool) or not isinstance(self.step_size, int) or self.step_size <= 0:
+                raise ValueError(
+                    f"schedule step needs step_size, the epochs between decays (a positive integer), "
+                    f"got {self.step_size!r}"
+                )
+            gamma = self.gamma
+            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+                raise ValueError(f"gamma (the step schedule's factor) must be in (0, 1], got {self.gamma!r}")
+        elif self.step_size is not None or self.gamma != 0.1:
+            raise ValueError(f"step_size and gamma go with schedule step, not {self.schedule}")
 
     def _check_data_fit(self) -> None:
         """The model and the loss fit the data set (known from its shape, without loading it)."""
@@ -241,10 +283,12 @@ class RunConfig:
             )
         fitting = ("rnn",) if sequences else ("convnet", "mlp")
         if self.model not in fitting and not is_torchvision_name(self.model):
-            kind = f"sequences of shape {shape.input_shape}" if sequences else f"images {shape.input_shape}"
+            if sequences:
+                need = f"is a sequence task (inputs of shape {shape.input_shape}) that needs the rnn model"
+            else:
+                need = f"holds images {shape.input_shape}, which need the convnet or the mlp"
             raise ValueError(
-                f"model {self.model!r} does not fit data set {self.dataset!r} ({kind}); use --model "
-                f"{' or '.join(fitting)}"
+                f"data set {self.dataset!r} {need}, not {self.model!r}; use --model {' or '.join(fitting)}"
             )
         if self.loss in CLASSIFICATION_LOSSES and shape.task != "classification":
             others = ", ".join(name for name in LOSSES if name not in CLASSIFICATION_LOSSES)
@@ -270,9 +314,17 @@ class RunConfig:
         return self.loss or data.default_loss
 
 
+def width_does_not_apply(model: str, width: Any) -> str:
+    """The error for a width given to a torchvision model, which the width cannot change."""
+    return (
+        f"width {width} does not apply to {model}: a torchvision model keeps its own layer widths "
+        "(leave the width out, or use model convnet or mlp to vary it)"
+    )
+
+
 def _choice(name: str, value: Any, options: Any) -> None:
     if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}")
+        raise ValueError(did_you_mean(name, value, [str(o) for o in options]))
 
 
 def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
@@ -384,14 +436,31 @@ def rule_arguments(cfg: RunConfig) -> dict[str, Any]:
 
 
 def build_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum, no decay: the paper's) or Adam at ``cfg.lr``, over ``params``.
+    """SGD or Adam at ``cfg.lr`` over ``params``, with ``cfg.momentum`` (SGD) and ``cfg.weight_decay``.
 
-    ``params`` are the model's parameters and the rule's ``rule.feedback_parameters()`` (the
-    feedback matrices that kolen-pollack, weight-mirror and information- and symmetric-alignment
-    learn, which this optimiser must step: :mod:`widealign.rules.learned`)."""
+    Whatever the rule, the optimiser steps the ``.grad`` it leaves, so momentum and weight decay
+    apply to every rule alike; at the defaults this is the paper's plain SGD. ``params`` are the
+    model's parameters and the rule's ``rule.feedback_parameters()`` (the feedback matrices that
+    kolen-pollack, weight-mirror and information- and symmetric-alignment learn, which this
+    optimiser must step: :mod:`widealign.rules.learned`), so the recipe applies to them too.
+    """
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr)
-    return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(
+    cfg: RunConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule ``cfg.schedule`` over ``optimizer``, stepped once per epoch by the
+    trainer; None for ``"none"``. ``"step"``: the rate times ``cfg.gamma`` every ``cfg.step_size``
+    epochs (``torch.optim.lr_scheduler.StepLR``); ``"cosine"``: from ``cfg.lr`` to 0 over
+    ``cfg.epochs`` epochs (``CosineAnnealingLR``, half a cosine period)."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
 
 
 def resolve_device(device: str) -> torch.device:

@@ -17,7 +17,14 @@ PLACEMENT_KEYS = ("device", "compile")
 #: Configuration fields added after results were first recorded, with the value every run recorded
 #: without them had. A field at that value is left out of a run's identity, so that older result
 #: folders, checkpoints and run ids still match the runs that reproduce them.
-ADDED_DEFAULTS: dict[str, Any] = {"autocast": None}
+ADDED_DEFAULTS: dict[str, Any] = {
+    "autocast": None,
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "schedule": "none",
+    "step_size": None,
+    "gamma": 0.1,
+}
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:

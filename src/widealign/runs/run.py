@@ -49,6 +49,7 @@ from widealign.runs.config import (
     RunConfig,
     build_model,
     build_optimizer,
+    build_scheduler,
     check_fits,
     resolve_device,
     rule_arguments,
@@ -363,6 +364,7 @@ class _Run:
             model, rule, optimizer, data, cfg.batch_size, seed=cfg.seed,
             checkpoint=checkpoint, epoch_metrics=epoch_metrics, progress=progress, config=cfg.as_dict(),
             eval_train=cfg.eval_train, autocast=cfg.autocast, compile=cfg.compile,
+            scheduler=build_scheduler(cfg, optimizer),
         )  # fmt: skip
         if state is not None:
             resume(self.trainer.resume, state, checkpoint)
@@ -464,7 +466,9 @@ def batch_key(cfg: RunConfig) -> str | None:
     Runs that differ only in seed, or in seed and learning rate, share a key; the learning rate is
     part of the key where the members must share it (Adam, and rules with their own step size).
     A run can batch when its rule is batchable, its model one of widealign's own families, and it
-    trains without autocast and uncompiled (autocast and compiled runs train one at a time).
+    trains without autocast, uncompiled, and without momentum, weight decay or a learning-rate
+    schedule (such runs train one at a time: the stacked optimiser is plain SGD or Adam at fixed
+    rates).
     """
     cfg = cfg.resolved()
     if (
@@ -472,6 +476,7 @@ def batch_key(cfg: RunConfig) -> str | None:
         or cfg.model not in MODELS
         or cfg.autocast is not None
         or cfg.compile
+        or (cfg.momentum, cfg.weight_decay, cfg.schedule) != (0, 0, "none")
     ):
         return None
     shared = cfg.as_dict()

@@ -84,6 +84,10 @@ def alignment_config(config: dict[str, Any]) -> RunConfig:
         if not isinstance(extra[key], int) or extra[key] <= 0:
             raise ValueError(f"{key.replace('_', ' ')} must be a positive integer, got {extra[key]!r}")
     cfg = RunConfig(**config, extra=extra).resolved()
+    if cfg.schedule != "none":
+        raise ValueError(
+            f"an alignment run trains at a fixed learning rate; schedule {cfg.schedule} is for train runs"
+        )
     if extra["mode"] == "score" and cfg.rule != "bp":
         raise ValueError(f"score mode trains bp and its theory network; rule must be 'bp', got {cfg.rule!r}")
     return cfg

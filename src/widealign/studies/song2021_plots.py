@@ -15,14 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from widealign.studies.song2021 import decay_rate  # noqa: E402
+from widealign.studies.song2021 import decay_rate
 
 _SHORT = {"width": "p", "lam": "λ", "activation": "ψ", "rule": "", "eta": "η", "data": "", "n": "n"}
 _SKIP = ("seed", "record_every", "dtype")
@@ -53,13 +50,12 @@ def _label(keys: Sequence[str], values: tuple) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+def _save(fig: Figure, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.tight_layout()
     for path in paths:
         fig.savefig(path, dpi=150)
-    plt.close(fig)
     return paths
 
 
@@ -73,7 +69,8 @@ def _style(keys: Sequence[str], values: tuple, index: int) -> dict[str, Any]:
 def plot_loss_curves(records: Sequence[Record], stem: str | Path) -> list[Path]:
     """Training loss vs step (log axis), one line per configuration, fitted rate in the legend."""
     keys = varying_keys(records)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for i, (values, group) in enumerate(group_records(records, keys).items()):
         steps = np.asarray(group[0]["steps"])
         log_loss = np.mean([np.log(r["loss"]) for r in group], axis=0)
@@ -91,7 +88,8 @@ def plot_loss_curves(records: Sequence[Record], stem: str | Path) -> list[Path]:
 def plot_cosine_curves(records: Sequence[Record], stem: str | Path) -> list[Path]:
     """cos(beta, b) vs step, one line per configuration (e.g. per lambda), seeds' range shaded."""
     keys = varying_keys(records)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for i, (values, group) in enumerate(group_records(records, keys).items()):
         steps = np.asarray(group[0]["steps"])
         cos = np.asarray([r["cosine"] for r in group])
@@ -105,9 +103,10 @@ def plot_cosine_curves(records: Sequence[Record], stem: str | Path) -> list[Path
     return _save(fig, Path(stem))
 
 
-def _final_cosine_axes(records: Sequence[Record], x_key: str) -> tuple[plt.Figure, plt.Axes]:
+def _final_cosine_axes(records: Sequence[Record], x_key: str) -> tuple[Figure, Axes]:
     keys = varying_keys(records, exclude=(x_key,))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for i, (values, group) in enumerate(group_records(records, keys).items()):
         by_x = group_records(group, [x_key])
         xs = np.asarray([v[0] for v in by_x])

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from widealign.runs.identity import run_identity
+from widealign.suggest import suggestion
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -192,8 +193,11 @@ def load_family(name: str | os.PathLike) -> Family:
         return family_from_toml(text, str(path))
     names = family_names()
     if name not in names:
+        hint = suggestion(name, names)
+        hint = f" ({hint})" if hint else ""
         raise ValueError(
-            f"unknown experiment family {name!r}; choose one of {', '.join(names)}, or give a .toml file"
+            f"unknown experiment family {name!r}{hint}; choose one of {', '.join(names)}, "
+            "or give a .toml file"
         )
     text = resources.files("widealign.sweeps").joinpath("families", f"{name}.toml").read_text()
     return family_from_toml(text, f"{name}.toml")
@@ -216,7 +220,11 @@ def family_from_toml(text: str, source: str) -> Family:
         )
     unknown = sorted(set(raw) - set(FAMILY_KEYS))
     if unknown:
-        raise ValueError(f"{source} has unknown key(s) {', '.join(unknown)}; known: {', '.join(FAMILY_KEYS)}")
+        hint = suggestion(unknown[0], FAMILY_KEYS)
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(
+            f"{source} has unknown key(s) {', '.join(unknown)}{hint}; known: {', '.join(FAMILY_KEYS)}"
+        )
     check_family_name(raw["name"], source)
     if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
         raise ValueError(f"{source}: version must be a positive integer, got {raw['version']!r}")

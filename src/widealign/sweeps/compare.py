@@ -122,13 +122,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     """Held-out accuracy (or loss) versus width, one line per rule, log2 width axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend is chosen or needed
 
     key, label = _metric(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for rule in dict.fromkeys(r["rule"] for r in rows):
         pts = sorted((r["width"], r[key]) for r in rows if r["rule"] == rule and r["status"] == "finished")
         if pts:
@@ -148,4 +146,3 @@ def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     ax.legend(frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -19,6 +19,7 @@ from widealign.runs.config import RunConfig, check_fits, resolve_device
 from widealign.runs.run import TENSORBOARD_ENV, train_run
 from widealign.studies.alignment import alignment_config, run_alignment
 from widealign.studies.song2021 import Song2021Config, run_song2021_task
+from widealign.suggest import suggestion
 
 Runner = Callable[[dict[str, Any], Path | None, bool], dict[str, Any]]
 
@@ -40,7 +41,9 @@ def check_keys(config: dict[str, Any], cls: type) -> None:
     unknown = sorted(set(config) - fields)
     if unknown:
         known = ", ".join(sorted(fields))
-        raise ValueError(f"unknown configuration key(s) {', '.join(unknown)}; known: {known}")
+        hint = suggestion(unknown[0], sorted(fields))
+        hint = f" ({hint})" if hint else ""
+        raise ValueError(f"unknown configuration key(s) {', '.join(unknown)}{hint}; known: {known}")
 
 
 def check_training(config: dict[str, Any]) -> None:

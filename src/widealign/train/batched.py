@@ -88,6 +88,10 @@ def check_batchable(trainers: Sequence[Trainer]) -> None:
             raise ValueError("a batched run trains without autocast (autocast runs train one at a time)")
         if t.compile:
             raise ValueError("a batched run is not compiled (compiled runs train one at a time)")
+        if t.scheduler is not None:
+            raise ValueError(
+                "a batched run trains at fixed learning rates (scheduled runs train one at a time)"
+            )
         if not hasattr(t.data, "train_batches") or not hasattr(t.data, "x_train"):
             raise ValueError("a batched run needs an in-memory data set")
     kinds = {type(t.optimizer) for t in trainers}

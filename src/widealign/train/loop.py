@@ -226,6 +226,8 @@ class Trainer:
             bfloat16 autocast (a no-op for a float64 model; see the module docstring).
         compile: compile the model's forward pass with ``torch.compile`` (:func:`compile_model`;
             default off).
+        scheduler: a learning-rate schedule over ``optimizer``, stepped after every epoch (its
+            state is in the checkpoint); each epoch's record then holds the ``lr`` it trained at.
     """
 
     def __init__(
@@ -245,8 +247,11 @@ class Trainer:
         eval_train: bool = False,
         autocast: str | None = None,
         compile: bool = False,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         check_autocast(autocast)
+        if scheduler is not None and scheduler.optimizer is not optimizer:
+            raise ValueError("the scheduler steps a different optimiser")
         if rule.model is not model:
             raise ValueError("the rule is bound to a different model")
         if not hasattr(data, "train_batches"):
@@ -257,6 +262,7 @@ class Trainer:
         elif batch_size is None or batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         self.model, self.rule, self.optimizer, self.data = model, rule, optimizer, data
+        self.scheduler = scheduler
         self.batch_size = batch_size
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.epoch_metrics = list(epoch_metrics or [])
@@ -322,10 +328,14 @@ class Trainer:
         with bar:
             while self.epoch < epochs:
                 start = time.perf_counter()
+                lr = float(self.optimizer.param_groups[0]["lr"])
                 train_loss, train_acc = self.train_epoch()
                 seconds = time.perf_counter() - start
                 test_loss, test_acc = self.evaluate()
                 extra: dict[str, Any] = dict(self.step_stats)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                    extra["lr"] = lr
                 if self.eval_train:
                     batches = self.data.train_eval_batches(self.batch_size)
                     with autocast_region(self.model, self.autocast):
@@ -354,6 +364,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "rule": self.rule.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **({} if self.scheduler is None else {"scheduler": self.scheduler.state_dict()}),
             "shuffle": self.shuffle.get_state(),
             "history": [asdict(r) for r in self.history],
         }
@@ -368,6 +379,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.rule.load_state_dict(state["rule"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if (self.scheduler is None) != ("scheduler" not in state):
+            had = "has no" if "scheduler" not in state else "has a"
+            raise ValueError(f"the checkpoint {had} learning-rate schedule state, unlike this trainer")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.shuffle.set_state(state["shuffle"])
         self.history = [EpochRecord(**r) for r in state["history"]]
 
