@@ -89,7 +89,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=0.1, help="with --schedule step: the factor (default 0.1)")
     p.add_argument(
         "--variant", default="default",
-        help=f"{', '.join(names['variants'])} or a rule's own variant (widealign rules lists them); reference: "
+        help=f"{', '.join(names['variants'])} or a rule's own (widealign rules lists them); reference: "
         "align-ada, align-zero and readout as the authors' code (docs/method.md#variants)",
     )  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: the dataset's, 5 for digits)")
