@@ -21,7 +21,7 @@ from widealign.cli.main import main
         (["train", "--model", "convent"], "unknown model 'convent' (did you mean convnet"),
         (["train", "--model", "resnet19"], "unknown model 'resnet19' (did you mean resnet18"),
         (["run", "widht"], "unknown experiment family 'widht' (did you mean width?)"),
-        (["train", "--variant", "refrence"], "invalid choice: 'refrence'; did you mean reference?"),
+        (["train", "--variant", "refrence"], "unknown variant 'refrence' for bp; did you mean reference?"),
         (["trian"], "invalid choice: 'trian'; did you mean train?"),
         (
             ["train", "--rule", "dfa", "--rule-option", "modles=2"],

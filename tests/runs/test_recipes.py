@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import fast, make_batch, make_model
-from widealign.rules import RULES, make_rule
+from widealign.rules import RULES, learns_feedback, make_rule
 from widealign.runs import RunConfig, train_run
 from widealign.runs.config import build_optimizer, build_scheduler
 from widealign.runs.identity import run_identity
@@ -38,22 +38,24 @@ def test_the_defaults_build_the_papers_plain_sgd():
 @pytest.mark.parametrize("rule", [r for r in RULES if RULES[r].__module__.startswith("widealign.")])
 def test_momentum_and_weight_decay_apply_to_every_rule(rule):
     """Two steps of the run's optimiser move theta by -lr * v, v = mu v + g + wd theta, with g what
-    the rule left in .grad: the recipe acts on every rule's update alike."""
+    the rule left in .grad: the recipe acts on every rule's update alike, and on the feedback
+    matrices that the learned-feedback rules leave to the optimiser."""
     cfg = RunConfig(rule=rule, lr=0.1, momentum=0.9, weight_decay=0.01)
     model = make_model("mlp")
     r = make_rule(rule, model, "mse", seed=0, **fast(rule))
-    opt = build_optimizer(cfg, model.parameters())
+    params = {f"model.{n}": p for n, p in model.named_parameters()}
+    params |= {f"rule.{n}": p for n, p in r.named_parameters()}
+    assert learns_feedback(rule) == any(n.startswith("rule.") for n in params)
+    opt = build_optimizer(cfg, params.values())
     velocity: dict[str, torch.Tensor] = {}
     for step in range(2):
         x, y = make_batch("mlp", seed=step)
         opt.zero_grad(set_to_none=True)
         r.backward(x, y)
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        moved = {
-            n: p.grad.clone() + 0.01 * p.detach() for n, p in model.named_parameters() if p.grad is not None
-        }
+        before = {n: p.detach().clone() for n, p in params.items()}
+        moved = {n: p.grad.clone() + 0.01 * p.detach() for n, p in params.items() if p.grad is not None}
         opt.step()
-        for n, p in model.named_parameters():
+        for n, p in params.items():
             if n not in moved:
                 assert torch.equal(p.detach(), before[n])
                 continue

@@ -183,8 +183,9 @@ class RunConfig:
         get_rule(self.rule)  # a one-line error for an unknown name or an import path that fails
         offered = RULES[self.rule].variants
         if self.variant not in VARIANTS and self.variant not in offered:
-            names = ", ".join(dict.fromkeys([*VARIANTS, *offered]))
-            raise ValueError(f"unknown variant {self.variant!r} for {self.rule}; choose one of {names}")
+            known = list(dict.fromkeys([*VARIANTS, *offered]))
+            hint = suggestion(self.variant, known) or f"choose one of {', '.join(known)}"
+            raise ValueError(f"unknown variant {self.variant!r} for {self.rule}; {hint}")
         if self.model not in MODELS:
             if not is_torchvision_name(self.model):
                 hint = suggestion(self.model, [*MODELS, *torchvision_names()])
